@@ -24,13 +24,12 @@ import numpy as np
 from PIL import Image
 
 from cnx2rg_jax.text.keywords import KEYWORD_INDEX, NOT_MENTIONED, NUM_KEYWORDS
+from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
 
 ANNOTATION_FILE = "annotation.json"
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 FLAT_SPLIT_FRACTIONS = (0.7, 0.1)  # train, val; test takes the rest
-ENTITY_LABELS = ("Anatomy", "DPO", "DNO", "NO")
-RELATION_LABELS = ("located_at", "modify")
 KEYWORD_VALUES = (1, 0, -1)
 MAX_AGE_YEARS = 150.0
 PNG_COMPRESS_LEVEL = 1

@@ -1,0 +1,125 @@
+"""Preparing the CN-CXR build a config names, and reading its splits without TensorFlow."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import shard_utils
+
+import tfds_cncxr
+from cnx2rg_jax.data import transforms
+
+SPLITS = ("train", "val", "test")
+
+
+class DataConfigError(ValueError):
+  """A data setting that cannot work; the message says what to do."""
+
+
+def builder_config(data) -> tfds_cncxr.CncxrConfig:
+  """The CncxrConfig for `config.data` (an ml_collections ConfigDict or dataclass)."""
+  if data.name == "synthetic":
+    return tfds_cncxr.synthetic_config(num_examples=data.num_examples, seed=data.synthetic_seed,
+                                       image_size=data.synthetic_image_size)
+  if data.name == "release":
+    return tfds_cncxr.release_config(language=data.language, english_style=data.english_style,
+                                     skip_bad_examples=data.skip_bad_examples,
+                                     split_seed=data.split_seed)
+  raise DataConfigError(f"data.name={data.name!r} is not a dataset; use 'synthetic' (the embedded "
+                        "synthetic CN-CXR) or 'release' with data.manual_dir=<folder>")
+
+
+def data_dir(data) -> str:
+  """Where TFDS builds live: data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  return data.data_dir or os.environ.get("TFDS_DATA_DIR") or str(
+      pathlib.Path.home() / "tensorflow_datasets")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDataset:
+  builder: tfds.core.DatasetBuilder
+  built_now: bool  # False when an earlier build was reused
+  build_seconds: float
+
+  @property
+  def language(self) -> str:
+    return self.builder.info.metadata["language"]
+
+  @property
+  def report_cleaner(self) -> str:
+    """The transforms.REPORT_CLEANERS key for this build's reports."""
+    meta = self.builder.info.metadata
+    return "zh" if meta["language"] == "zh" else meta["english_style"]
+
+  def num_examples(self, split: str) -> int:
+    return self.builder.info.splits[split].num_examples
+
+  def source(self, split: str):
+    """Random-access records of `split`; images stay PNG bytes (the pipeline decodes them)."""
+    return self.builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+
+
+@dataclasses.dataclass(frozen=True)
+class _AtMostShards(shard_utils.ShardConfig):
+  """`num_shards` per split, but never more shards than a split has examples (TFDS would fail)."""
+
+  def get_number_shards(self, total_size, num_examples, uses_precise_sharding=True) -> int:
+    return max(1, min(self.num_shards, num_examples))
+
+
+@dataclasses.dataclass
+class _DownloadConfig(tfds.download.DownloadConfig):
+  def get_shard_config(self) -> shard_utils.ShardConfig:
+    return _AtMostShards(num_shards=self.num_shards)
+
+
+def prepare(data) -> PreparedDataset:
+  """Builds the dataset `config.data` names, or reuses an existing build of the same config."""
+  cfg = builder_config(data)
+  manual_dir = None
+  if data.name == "release":
+    if not data.manual_dir:
+      raise DataConfigError("data.name='release' needs data.manual_dir: the folder holding "
+                            "annotation.json and the images (e.g. --config.data.manual_dir=/data/cncxr)")
+    manual_dir = pathlib.Path(data.manual_dir).expanduser()
+    if not (manual_dir / "annotation.json").is_file():
+      raise DataConfigError(f"data.manual_dir={str(manual_dir)!r} has no annotation.json; point it "
+                            "at a CN-CXR release folder in R2Gen's layout (see README, 'Data')")
+  builder = tfds_cncxr.Cncxr(config=cfg, data_dir=data_dir(data), num_workers=data.build_workers)
+  already = builder.is_prepared()
+  start = time.perf_counter()
+  if not already:
+    builder.download_and_prepare(download_config=_DownloadConfig(
+        manual_dir=str(manual_dir) if manual_dir else None, num_shards=data.num_shards))
+  return PreparedDataset(builder, built_now=not already,
+                         build_seconds=time.perf_counter() - start)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitTexts:
+  """The text side of a split: what tokenizer building and oversampling need, without pixels."""
+
+  ids: list
+  reports: list  # cleaned
+  keyword_labels: np.ndarray  # int8 [N, 48]
+  has_keyword_labels: np.ndarray  # bool [N]
+
+
+def read_split_texts(prepared: PreparedDataset, split: str) -> SplitTexts:
+  source = prepared.source(split)
+  clean = transforms.REPORT_CLEANERS[prepared.report_cleaner]
+  ids, reports, labels, has = [], [], [], []
+  for i in range(len(source)):
+    r = source[i]
+    ids.append(transforms.as_text(r["id"]))
+    reports.append(clean(transforms.as_text(r["report"])))
+    labels.append(r["keyword_labels"])
+    has.append(bool(r["has_keyword_labels"]))
+  n = len(ids)
+  return SplitTexts(ids, reports,
+                    np.asarray(labels, np.int8).reshape(n, -1), np.asarray(has, bool))

@@ -1,0 +1,108 @@
+"""The grain input pipeline: TFDS array_record source -> batches of model inputs.
+
+    source -> (oversampling) -> this process's shard -> seeded shuffle, reshuffled each epoch
+      -> decode -> resize -> random crop (center crop for eval) -> z-score -> tokenize -> batch
+
+Every random choice is a function of (seed, position in the stream), so the same config gives the
+same batches, and an iterator restored from `get_state()` continues with exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import grain
+import jax
+import numpy as np
+from absl import flags
+
+from cnx2rg_jax.data import oversampling, transforms
+from cnx2rg_jax.data.dataset import PreparedDataset, SplitTexts
+
+
+class IndexedSource:
+  """A random-access source read through an index list (for oversampling). Picklable."""
+
+  def __init__(self, source: Sequence, indices: np.ndarray):
+    self._source = source
+    self._indices = np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i: int):
+    return self._source[int(self._indices[i])]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessShard:
+  index: int
+  count: int
+
+  @classmethod
+  def from_jax(cls) -> "ProcessShard":
+    return cls(jax.process_index(), jax.process_count())
+
+
+def epoch_indices(data, split_texts: SplitTexts | None, seed: int) -> np.ndarray | None:
+  """The record indices of one training epoch, or None for the plain 0..N-1."""
+  if not data.oversample.enabled:
+    return None
+  if split_texts is None or not split_texts.has_keyword_labels.all():
+    raise ValueError("data.oversample.enabled needs keyword labels on every training report; "
+                     "this build has reports without them. Turn oversampling off "
+                     "(--config.data.oversample.enabled=False) or add 'keywords' to the annotation")
+  plan = oversampling.plan_oversampling(
+      split_texts.keyword_labels, min_count=data.oversample.min_count,
+      max_rate=data.oversample.max_rate, max_samples=data.oversample.max_samples, seed=seed)
+  return plan.indices
+
+
+def make_transform(data, tokenizer, report_cleaner: str) -> transforms.ExampleTransform:
+  return transforms.ExampleTransform(
+      tokenizer=tokenizer, report_cleaner=report_cleaner, image_size=data.image_size,
+      crop_size=data.crop_size, normalization=data.normalization, max_tokens=data.max_tokens,
+      sentence_shuffle=data.sentence_shuffle)
+
+
+def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.read_threads,
+                                            prefetch_buffer_size=data.prefetch))
+  if data.num_workers > 0:
+    # grain's worker processes read absl flags; outside launch.py (tests, notebooks) nobody
+    # parsed them, so take their defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+  return it
+
+
+def train_dataset(prepared: PreparedDataset, data, tokenizer, *, batch_size: int, seed: int,
+                  shard: ProcessShard, split_texts: SplitTexts | None = None,
+                  num_epochs: int | None = None) -> grain.IterDataset:
+  """Endless (or `num_epochs`) shuffled training batches of this process's shard.
+
+  `batch_size` is per process. `split_texts` (of the train split) is needed for oversampling.
+  """
+  source: Any = prepared.source("train")
+  indices = epoch_indices(data, split_texts, seed)
+  if indices is not None:
+    source = IndexedSource(source, indices)
+  ds = grain.MapDataset.source(source)
+  ds = ds[shard.index::shard.count]
+  ds = ds.seed(seed).shuffle().repeat(num_epochs)
+  ds = ds.random_map(make_transform(data, tokenizer, prepared.report_cleaner))
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return _to_iter(ds, data)
+
+
+def eval_dataset(prepared: PreparedDataset, split: str, data, tokenizer, *, batch_size: int,
+                 shard: ProcessShard) -> grain.IterDataset:
+  """One pass over this process's shard of `split`, in order, center-cropped; the last batch may
+  be short."""
+  ds = grain.MapDataset.source(prepared.source(split))
+  ds = ds[shard.index::shard.count]
+  ds = ds.map(make_transform(data, tokenizer, prepared.report_cleaner))
+  ds = ds.batch(batch_size, drop_remainder=False)
+  return _to_iter(ds, data)

@@ -1,0 +1,126 @@
+"""Per-example image and report transforms of the input pipeline (NumPy and PIL, no TensorFlow).
+
+Images are single-channel: CN-CXR radiographs are grayscale, so nothing is gained by tripling
+the channel; the model's stem decides how to consume one channel.
+
+No horizontal flip: R2Gen flips training images, but a chest radiograph's left and right are
+findings (右侧胸腔积液 vs 左侧), so a flip would make the report false.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cnx2rg_jax.text import cleaning, english, tokenizer as tokenizer_lib
+
+# ImageNet statistics on the luminance channel, for torchvision-pretrained encoders.
+_IMAGENET_GRAY_MEAN = 0.449 * 255.0
+_IMAGENET_GRAY_STD = 0.226 * 255.0
+NORMALIZATIONS = ("zscore", "imagenet")
+Z_SCORE_EPS = 1e-6
+
+
+def decode_resize(png: bytes, size: int) -> np.ndarray:
+  """PNG bytes -> uint8 (size, size) image, bilinear-resized when the stored size differs."""
+  with Image.open(io.BytesIO(png)) as im:
+    im = im.convert("L")
+    if im.size != (size, size):
+      im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def random_crop(image: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+  h, w = image.shape[:2]
+  top = int(rng.integers(0, h - crop + 1))
+  left = int(rng.integers(0, w - crop + 1))
+  return image[top:top + crop, left:left + crop]
+
+
+def center_crop(image: np.ndarray, crop: int) -> np.ndarray:
+  h, w = image.shape[:2]
+  top, left = (h - crop) // 2, (w - crop) // 2
+  return image[top:top + crop, left:left + crop]
+
+
+def normalize(image: np.ndarray, method: str) -> np.ndarray:
+  """uint8 (H, W) -> float32 (H, W, 1).
+
+  "zscore" (the paper, Sect. 5.1): each image minus its own mean, over its own std, so exposure
+  differences between studies vanish. "imagenet": fixed ImageNet gray statistics, for encoders
+  pretrained with them.
+  """
+  x = image.astype(np.float32)
+  if method == "zscore":
+    x = (x - x.mean()) / max(float(x.std()), Z_SCORE_EPS)
+  elif method == "imagenet":
+    x = (x - _IMAGENET_GRAY_MEAN) / _IMAGENET_GRAY_STD
+  else:
+    raise ValueError(f"unknown normalization {method!r}; choose one of {NORMALIZATIONS}")
+  return x[..., None]
+
+
+# Report cleaning by dataset language: Chinese, or one of R2Gen's English cleanings.
+REPORT_CLEANERS = {"zh": cleaning.clean_report, **english.ENGLISH_CLEANERS}
+
+
+def shuffle_sentences(report: str, rng: np.random.Generator, cleaner: str = "zh") -> str:
+  """The cleaned report's sentences in a random order (the paper's sentence shuffling).
+
+  Each sentence of a radiology report describes one structure, so their order carries no meaning;
+  shuffling teaches the decoder that, and multiplies the distinct targets it sees.
+  """
+  if cleaner == "zh":
+    sentences = cleaning.split_sentences(report)
+    join = cleaning.join_sentences
+  else:  # R2Gen's English cleaning writes "s1 . s2 . s3 ."
+    body = report.removesuffix(" .")
+    sentences = body.split(" . ") if body else []
+    join = lambda parts: " . ".join(parts) + " ."  # noqa: E731
+  if len(sentences) < 2:
+    return report
+  return join([sentences[i] for i in rng.permutation(len(sentences))])
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleTransform:
+  """A TFDS record -> model inputs. Picklable, so grain worker processes can run it.
+
+  Called with an rng for training (random crop, optional sentence shuffle) and without one for
+  evaluation (center crop, the report as written).
+  """
+
+  tokenizer: Any
+  report_cleaner: str  # a REPORT_CLEANERS key
+  image_size: int
+  crop_size: int
+  normalization: str
+  max_tokens: int
+  sentence_shuffle: bool
+
+  def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
+    image = decode_resize(record["image"], self.image_size)
+    if rng is None:
+      image = center_crop(image, self.crop_size)
+    else:
+      image = random_crop(image, self.crop_size, rng)
+    report = REPORT_CLEANERS[self.report_cleaner](as_text(record["report"]))
+    target = (shuffle_sentences(report, rng, self.report_cleaner)
+              if rng is not None and self.sentence_shuffle else report)
+    tokens, mask = tokenizer_lib.encode_padded(self.tokenizer, target, self.max_tokens)
+    return {
+        "image": normalize(image, self.normalization),
+        "report_tokens": tokens,
+        "report_mask": mask,
+        "keyword_labels": np.asarray(record["keyword_labels"], np.int8),
+        "id": as_text(record["id"]),
+        "report": report,
+    }
+
+
+def as_text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)

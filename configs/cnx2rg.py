@@ -1,0 +1,61 @@
+"""CN-X2RG configs: `--config=configs/cnx2rg.py` (the CPU demo on the synthetic CN-CXR) or
+`--config=configs/cnx2rg.py:paper` (the paper's settings on a CN-CXR release).
+
+Every key and its default lives here; code reads `config.data.crop_size`, never a hidden default.
+Override any key from the command line: `--config.data.num_examples=400`.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variant = variant or "demo"
+  c.seed = 0
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "synthetic"  # "synthetic" (embedded default) | "release" (a folder, data.manual_dir)
+  d.manual_dir = ""  # release folder: annotation.json + images, R2Gen layout
+  d.data_dir = ""  # TFDS builds; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  d.num_examples = 4000  # synthetic studies (split 7:1:2)
+  d.synthetic_seed = 0
+  d.synthetic_image_size = 256  # stored radiograph side, pixels
+  d.language = "zh"  # release reports: "zh" | "en" (R2Gen-format IU X-Ray / MIMIC-CXR)
+  d.english_style = "mimic_cxr"  # R2Gen's English cleaning: "iu_xray" | "mimic_cxr"
+  d.skip_bad_examples = False  # release: skip broken entries (recorded) instead of failing
+  d.split_seed = 0  # release without splits: seed of the 7:1:2 split
+  d.num_shards = 4  # array_record shards per split
+  d.build_workers = 2  # processes rendering synthetic images
+  d.image_size = 256  # resize (the paper, Sect. 5.1)
+  d.crop_size = 224  # random crop for training, center crop for evaluation
+  d.normalization = "zscore"  # "zscore" per image (the paper) | "imagenet"
+  d.max_tokens = 100  # bos + report tokens + eos, padded
+  d.num_workers = 2  # grain worker processes (0 = in the main process)
+  d.read_threads = 2  # grain reader threads per process
+  d.prefetch = 32  # grain per-process prefetch buffer (elements)
+  d.sentence_shuffle = False  # the paper's sentence shuffling, training only
+  d.oversample = ml_collections.ConfigDict()
+  d.oversample.enabled = False  # the paper's rare-keyword oversampling, training only
+  d.oversample.min_count = 5000  # keywords with fewer positive reports are oversampled
+  d.oversample.max_rate = 10  # to at most this many times their count
+  d.oversample.max_samples = 5000  # and at most this many draws
+
+  c.text = t = ml_collections.ConfigDict()
+  t.tokenizer = "word"  # "word" (jieba + vocabulary) | "sentencepiece"
+  t.min_count = 3  # word vocabulary threshold (R2Gen: 3 for IU X-Ray, 10 for MIMIC-CXR)
+  t.vocab_size = 1000  # sentencepiece vocabulary size
+
+  c.train = tr = ml_collections.ConfigDict()
+  tr.batch_size = 16  # global batch (R2Gen: 16)
+
+  c.bench = b = ml_collections.ConfigDict()
+  b.input_batches = 100  # batches timed by --mode=bench_input, after b.input_warmup
+  b.input_warmup = 10
+
+  if variant == "paper":
+    d.name = "release"
+    d.oversample.enabled = True
+    d.sentence_shuffle = True
+  elif variant not in ("", "demo"):
+    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo) or 'paper'")
+  return c

@@ -1,0 +1,227 @@
+"""The `cncxr` TFDS builder: a CN-CXR release folder, or the embedded synthetic CN-CXR.
+
+    import tfds_cncxr  # registers the builder
+    builder = tfds.builder("cncxr/release", data_dir=D)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=M))
+    builder = tfds.builder("cncxr/synthetic", data_dir=D)   # no manual_dir needed
+
+Both write sharded array_record files with the same features, readable without TensorFlow through
+`builder.as_data_source()`. Variants with other parameters are `CncxrConfig`s:
+`tfds.builder("cncxr", config=synthetic_config(num_examples=400), data_dir=D)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from cnx2rg_jax.text import keywords as kw
+from cnx2rg_jax.text import report_graph
+from tfds_cncxr import release
+from tfds_cncxr.synthetic import generate as synthetic
+
+SOURCES = ("synthetic", "release")
+LANGUAGES = ("zh", "en")
+ENGLISH_STYLES = ("iu_xray", "mimic_cxr")
+SEXES = ("M", "F", "U")
+DEFAULT_SYNTHETIC_EXAMPLES = 4000
+
+
+@dataclasses.dataclass(eq=False)
+class CncxrConfig(tfds.core.BuilderConfig):
+  """Parameters of one build. The config name must differ whenever a parameter does, because
+  TFDS caches a build under data_dir/cncxr/<name>/<version>.
+
+  source: "synthetic" or "release".
+  num_examples, seed, image_size: the synthetic set's size, seed and image side in pixels.
+  language: "zh" (Chinese reports) or "en" (R2Gen-format IU X-Ray / MIMIC-CXR annotations).
+    Reports are stored raw; the language, recorded in the dataset metadata, selects cleaning and
+    segmentation when the reports are tokenized (R2Gen's English cleaning for "en").
+  english_style: which of R2Gen's English cleanings applies ("iu_xray" | "mimic_cxr").
+  skip_bad_examples: skip broken release entries (recording their ids in the metadata) instead
+    of failing the build.
+  split_seed: seed of the 7:1:2 split of a release whose annotation has no splits.
+  """
+
+  source: str = "synthetic"
+  num_examples: int = DEFAULT_SYNTHETIC_EXAMPLES
+  seed: int = 0
+  image_size: int = 256
+  language: str = "zh"
+  english_style: str = "mimic_cxr"
+  skip_bad_examples: bool = False
+  split_seed: int = 0
+
+  def __post_init__(self):
+    for field, allowed in (("source", SOURCES), ("language", LANGUAGES),
+                           ("english_style", ENGLISH_STYLES)):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f"CncxrConfig {self.name!r}: {field}={getattr(self, field)!r}; "
+                         f"choose one of {allowed}")
+    if self.num_examples < 10:
+      raise ValueError(f"CncxrConfig {self.name!r}: num_examples={self.num_examples} is too small "
+                       "for a 7:1:2 split; use at least 10")
+
+  def __reduce__(self):
+    # A registered config must unpickle (e.g. in grain workers) as the registered object itself.
+    if _REGISTERED.get(self.name) is self:
+      return (_registered, (self.name,))
+    return super().__reduce__()
+
+
+# The registered configs, by name; a parameter set that has a registered name returns that very
+# object, since TFDS refuses a second config object under a registered name.
+_REGISTERED: dict[str, CncxrConfig] = {}
+
+
+def _registered(name: str) -> "CncxrConfig":
+  return _REGISTERED[name]
+
+
+def synthetic_config(num_examples: int = DEFAULT_SYNTHETIC_EXAMPLES, seed: int = 0,
+                     image_size: int = 256) -> CncxrConfig:
+  """A synthetic config whose name encodes its parameters (so builds never collide)."""
+  name = "synthetic"
+  if (num_examples, seed, image_size) != (DEFAULT_SYNTHETIC_EXAMPLES, 0, 256):
+    name = f"synthetic_n{num_examples}_seed{seed}_px{image_size}"
+  return _REGISTERED.get(name) or CncxrConfig(
+      name=name, source="synthetic", num_examples=num_examples, seed=seed,
+      image_size=image_size,
+      description=f"Synthetic CN-CXR, {num_examples} studies, seed {seed}.")
+
+
+def release_config(language: str = "zh", english_style: str = "mimic_cxr",
+                   skip_bad_examples: bool = False, split_seed: int = 0) -> CncxrConfig:
+  """A release config whose name encodes its parameters."""
+  name = "release"
+  if (language, english_style, skip_bad_examples, split_seed) != ("zh", "mimic_cxr", False, 0):
+    name = (f"release_{language}" + (f"_{english_style}" if language == "en" else "")
+            + ("_skipbad" if skip_bad_examples else "") + f"_split{split_seed}")
+  return _REGISTERED.get(name) or CncxrConfig(name=name, source="release", language=language,
+                     english_style=english_style, skip_bad_examples=skip_bad_examples,
+                     split_seed=split_seed, description="A CN-CXR release read from manual_dir.")
+
+
+class Cncxr(tfds.core.GeneratorBasedBuilder):
+  """CN-CXR: Chinese chest X-ray images and reports (Tang, Pei et al. 2023), or a synthetic twin."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release: release folders and the synthetic set."}
+  BUILDER_CONFIGS = [release_config(), synthetic_config()]
+  _REGISTERED.update((c.name, c) for c in BUILDER_CONFIGS)
+  DEFAULT_CONFIG_NAME = "synthetic"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+  Place a CN-CXR release in R2Gen's layout in manual_dir: manual_dir/annotation.json =
+  {"train": [{"id", "report", "image_path": [...]}], "val": [...], "test": [...]} (or one flat
+  list, split 7:1:2 by id), with image paths relative to manual_dir. Optional per-entry fields:
+  sex, age, keywords {key: 1|0|-1}, entities [{start, end, label}], relations [{head, tail, label}].
+  """
+
+  def __init__(self, *, file_format=None, num_workers: int = 2, **kwargs):
+    """`num_workers`: processes that render synthetic images (0 renders inline)."""
+    # array_record is what makes the build random-access for grain; it is the only format we write.
+    super().__init__(file_format=file_format or "array_record", **kwargs)
+    self._num_workers = num_workers
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    entity = {"start": np.int32, "end": np.int32,
+              "label": tfds.features.ClassLabel(names=report_graph.ENTITY_LABELS),
+              "keyword": tfds.features.Text()}
+    relation = {"head": np.int32, "tail": np.int32,
+                "label": tfds.features.ClassLabel(names=report_graph.RELATION_LABELS)}
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="CN-CXR chest radiographs with Chinese reports, keyword labels and graphs.",
+        features=tfds.features.FeaturesDict({
+            "id": tfds.features.Text(),
+            "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8,
+                                         encoding_format="png"),
+            "report": tfds.features.Text(),
+            "sex": tfds.features.ClassLabel(names=SEXES),
+            "age": tfds.features.Scalar(dtype=np.float32, doc="years; -1 when unknown"),
+            "keyword_labels": tfds.features.Tensor(
+                shape=(kw.NUM_KEYWORDS,), dtype=np.int8,
+                doc="Table 1 keywords in KEYWORD_KEYS order: 1 pos, 0 neg, -1 uncertain, -2 absent"),
+            "has_keyword_labels": tfds.features.Scalar(dtype=np.bool_),
+            "entities": tfds.features.Sequence(entity),
+            "relations": tfds.features.Sequence(relation),
+            "has_graph": tfds.features.Scalar(dtype=np.bool_),
+            "findings": tfds.features.Sequence(tfds.features.Text(),
+                                               doc="synthetic ground-truth finding kinds"),
+        }),
+        metadata=tfds.core.MetadataDict(),
+        homepage="https://github.com/cuhksz-nlp/R2Gen",
+    )
+
+  def _split_generators(self, dl_manager):
+    cfg = self.builder_config
+    self.info.metadata.update({"source": cfg.source, "language": cfg.language,
+                               "english_style": cfg.english_style,
+                               "skipped": [], "num_skipped": 0})
+    if cfg.source == "synthetic":
+      splits = synthetic.split_indices(cfg.num_examples, cfg.seed)
+      return {name: self._generate_examples(idx) for name, idx in splits.items()}
+    entries, skipped = release.read_annotation(
+        dl_manager.manual_dir, skip_bad_examples=cfg.skip_bad_examples,
+        split_seed=cfg.split_seed)
+    self._record_skipped(skipped)
+    return {name: self._generate_examples(split_entries)
+            for name, split_entries in entries.items()}
+
+  def _record_skipped(self, skipped: list[dict]) -> None:
+    meta = self.info.metadata
+    meta["skipped"] = list(meta["skipped"]) + list(skipped)
+    meta["num_skipped"] = len(meta["skipped"])
+    for s in skipped:
+      logging.warning("cncxr: skipped %s entry %s (id %r): %s",
+                      s["split"], s["index"], s["id"], s["reason"])
+
+  def _generate_examples(self, items):
+    """Synthetic: `items` are study indices. Release: `items` are a split's ReleaseEntry list."""
+    cfg = self.builder_config
+    if cfg.source == "synthetic":
+      workers = min(self._num_workers, os.cpu_count() or 1)
+      yield from synthetic.generate(items, cfg.seed, cfg.image_size, num_workers=workers)
+    else:
+      yield from self._generate_release(items)
+
+  def _generate_release(self, entries):
+    cfg = self.builder_config
+    for entry in entries:
+      try:
+        image = release.load_grayscale(entry.image_path, entry=entry)
+      except release.BadExampleError as e:
+        if not cfg.skip_bad_examples:
+          raise
+        self._record_skipped([{"split": entry.split, "index": e.index, "id": entry.id,
+                               "reason": e.reason}])
+        continue
+      labels = entry.keyword_labels
+      entities = [_with_keyword(e, entry.report) for e in (entry.entities or [])]
+      yield entry.id, {
+          "id": entry.id,
+          "image": release.encode_png(image),
+          "report": entry.report,
+          "sex": entry.sex,
+          "age": np.float32(entry.age),
+          "keyword_labels": (labels if labels is not None
+                             else np.full((kw.NUM_KEYWORDS,), kw.NOT_MENTIONED, np.int8)),
+          "has_keyword_labels": labels is not None,
+          "entities": entities,
+          "relations": [{"head": r["head"], "tail": r["tail"], "label": r["label"]}
+                        for r in (entry.relations or [])],
+          "has_graph": entry.entities is not None,
+          "findings": [],
+      }
+
+
+def _with_keyword(entity: dict, report: str) -> dict:
+  """An annotated entity with the Table 1 keyword its span names ("" for none or several)."""
+  keys = {k for _, _, k in kw.find_terms(report[entity["start"]:entity["end"]])}
+  return {"start": entity["start"], "end": entity["end"], "label": entity["label"],
+          "keyword": keys.pop() if len(keys) == 1 else ""}
