@@ -123,3 +123,13 @@ def test_finding_validation_names_the_problem():
     Finding("effusion")
   with pytest.raises(ValueError, match="unknown finding kind 'tumour'"):
     Finding("tumour")
+
+
+def test_demographics_follow_the_paper():
+  from tfds_cncxr.synthetic import generate  # pylint: disable=import-outside-toplevel
+  draws = [generate._demographics(np.random.default_rng([0, i])) for i in range(4000)]
+  ages = np.array([a for _, a in draws])
+  assert abs(ages.mean() - 44.18) < 1.0 and abs(ages.std() - 22.34) < 1.0
+  sexes = [s for s, _ in draws]
+  assert abs(sexes.count("M") / 4000 - 27949 / 51981) < 0.03
+  assert 0 < sexes.count("U") < 200

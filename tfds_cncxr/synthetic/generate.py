@@ -35,15 +35,18 @@ def example_id(index: int) -> str:
   return f"syn{index:06d}"
 
 
+# Age in years is 100 * Beta(a, b), with a and b chosen so that the mean and spread are the paper's
+# exactly: a truncated normal would shift both, and a beta is skewed like a hospital population.
+_AGE_M, _AGE_V = AGE_MEAN / 100.0, (AGE_STD / 100.0) ** 2
+_AGE_A = _AGE_M * (_AGE_M * (1.0 - _AGE_M) / _AGE_V - 1.0)
+_AGE_B = (1.0 - _AGE_M) * (_AGE_M * (1.0 - _AGE_M) / _AGE_V - 1.0)
+
+
 def _demographics(rng: np.random.Generator) -> tuple[str, float]:
   sexes = list(_SEX_COUNTS)
   p = np.array([_SEX_COUNTS[s] for s in sexes], np.float64)
   sex = sexes[int(rng.choice(len(sexes), p=p / p.sum()))]
-  # A truncated normal: redraw outside 1..99 so mean and spread stay close to the paper's.
-  while True:
-    age = float(rng.normal(AGE_MEAN, AGE_STD))
-    if 1.0 <= age <= 99.0:
-      return sex, float(round(age))
+  return sex, float(max(1, round(100.0 * rng.beta(_AGE_A, _AGE_B))))
 
 
 def make_study(seed: int, index: int, image_size: int = 256):
