@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 import time
 
@@ -19,7 +21,8 @@ def bench_input(config) -> dict:
     with data.unlocked():
       data.name = "synthetic"
       data.data_dir = tmp
-    prepared = dataset.prepare(data)
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; stdout is the JSON line
+      prepared = dataset.prepare(data)
     tokenizer = vocabulary.tokenizer_for_run(config.text, prepared, workdir=None)
     ds = pipeline.train_dataset(prepared, data, tokenizer, batch_size=config.train.batch_size,
                                 seed=config.seed, shard=pipeline.ProcessShard(0, 1))
@@ -30,7 +33,7 @@ def bench_input(config) -> dict:
     for _ in range(config.bench.input_batches):
       batch = next(it)
     seconds = time.perf_counter() - start
-    del it
+    it.close()  # stop the worker processes before the build folder goes
   return {
       "examples_per_sec": round(config.bench.input_batches * config.train.batch_size / seconds, 1),
       "batch_size": config.train.batch_size,
