@@ -164,3 +164,11 @@ def test_synthetic_is_deterministic_and_sharded(tmp_path):
 def test_standard_synthetic_name_resolves(tmp_path):
   builder = tfds.builder("cncxr/synthetic", data_dir=str(tmp_path))
   assert builder.builder_config.num_examples == 4000 and builder.info.file_format.value == "array_record"
+
+
+def test_standard_release_build_is_sharded(tmp_path):
+  builder = _build(_release(tmp_path, n=40, flat=True), tmp_path / "tfds")  # 28 / 4 / 8 examples
+  files = pathlib.Path(builder.data_dir)
+  assert len(list(files.glob("*train.array_record-*"))) == 4
+  assert len(list(files.glob("*val.array_record-*"))) == 4
+  assert builder.info.splits["train"].num_shards == 4

@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import shard_utils
 
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
@@ -30,6 +31,7 @@ LANGUAGES = ("zh", "en")
 ENGLISH_STYLES = ("iu_xray", "mimic_cxr")
 SEXES = ("M", "F", "U")
 DEFAULT_SYNTHETIC_EXAMPLES = 4000
+DEFAULT_NUM_SHARDS = 4
 
 
 @dataclasses.dataclass(eq=False)
@@ -107,6 +109,20 @@ def release_config(language: str = "zh", english_style: str = "mimic_cxr",
                      split_seed=split_seed, description="A CN-CXR release read from manual_dir.")
 
 
+@dataclasses.dataclass(frozen=True)
+class _AtMostShards(shard_utils.ShardConfig):
+  """`num_shards` per split, but never more shards than a split has examples (TFDS would fail)."""
+
+  def get_number_shards(self, total_size, num_examples, uses_precise_sharding=True) -> int:
+    return max(1, min(self.num_shards, num_examples))
+
+
+@dataclasses.dataclass
+class _ShardedDownloadConfig(tfds.download.DownloadConfig):
+  def get_shard_config(self) -> shard_utils.ShardConfig:
+    return _AtMostShards(num_shards=self.num_shards or DEFAULT_NUM_SHARDS)
+
+
 class Cncxr(tfds.core.GeneratorBasedBuilder):
   """CN-CXR: Chinese chest X-ray images and reports (Tang, Pei et al. 2023), or a synthetic twin."""
 
@@ -127,6 +143,15 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
     # array_record is what makes the build random-access for grain; it is the only format we write.
     super().__init__(file_format=file_format or "array_record", **kwargs)
     self._num_workers = num_workers
+
+  def download_and_prepare(self, *, download_config=None, **kwargs):
+    """TFDS's download_and_prepare, writing each split in `download_config.num_shards` shards
+    (DEFAULT_NUM_SHARDS when unset; TFDS alone would write one shard for a dataset this size),
+    and never more shards than the split has examples."""
+    given = download_config or tfds.download.DownloadConfig()
+    sharded = _ShardedDownloadConfig(
+        **{f.name: getattr(given, f.name) for f in dataclasses.fields(given) if f.init})
+    return super().download_and_prepare(download_config=sharded, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     entity = {"start": np.int32, "end": np.int32,

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.utils import shard_utils
 
 import tfds_cncxr
 from cnx2rg_jax.data import transforms
@@ -64,20 +63,6 @@ class PreparedDataset:
     return self.builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
 
 
-@dataclasses.dataclass(frozen=True)
-class _AtMostShards(shard_utils.ShardConfig):
-  """`num_shards` per split, but never more shards than a split has examples (TFDS would fail)."""
-
-  def get_number_shards(self, total_size, num_examples, uses_precise_sharding=True) -> int:
-    return max(1, min(self.num_shards, num_examples))
-
-
-@dataclasses.dataclass
-class _DownloadConfig(tfds.download.DownloadConfig):
-  def get_shard_config(self) -> shard_utils.ShardConfig:
-    return _AtMostShards(num_shards=self.num_shards)
-
-
 def prepare(data) -> PreparedDataset:
   """Builds the dataset `config.data` names, or reuses an existing build of the same config."""
   cfg = builder_config(data)
@@ -94,7 +79,7 @@ def prepare(data) -> PreparedDataset:
   already = builder.is_prepared()
   start = time.perf_counter()
   if not already:
-    builder.download_and_prepare(download_config=_DownloadConfig(
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(manual_dir) if manual_dir else None, num_shards=data.num_shards))
   return PreparedDataset(builder, built_now=not already,
                          build_seconds=time.perf_counter() - start)
