@@ -172,3 +172,40 @@ def test_standard_release_build_is_sharded(tmp_path):
   assert len(list(files.glob("*train.array_record-*"))) == 4
   assert len(list(files.glob("*val.array_record-*"))) == 4
   assert builder.info.splits["train"].num_shards == 4
+
+
+def test_release_carries_entity_annotations(tmp_path):
+  def annotate(root, entries):
+    entries[0]["report"] = "右侧胸腔积液。"
+    entries[0]["entities"] = [{"start": 0, "end": 4, "label": "Anatomy"},
+                              {"start": 4, "end": 6, "label": "DPO", "text": "积液"}]
+    entries[0]["relations"] = [{"head": 1, "tail": 0, "label": "located_at"}]
+  builder = _build(_release(tmp_path, mutate=annotate), tmp_path / "tfds")
+  src = builder.as_data_source("train")
+  ex = next(src[i] for i in range(len(src)) if src[i]["id"] == b"p000")
+  assert bool(ex["has_graph"])
+  np.testing.assert_array_equal(ex["entities"]["start"], [0, 4])
+  assert [k.decode() for k in ex["entities"]["keyword"]] == ["chest", "effusion"]
+  np.testing.assert_array_equal(ex["relations"]["head"], [1])
+  other = next(src[i] for i in range(len(src)) if src[i]["id"] == b"p001")
+  assert not bool(other["has_graph"]) and len(other["entities"]["start"]) == 0
+
+
+def test_english_release_is_cleaned_the_r2gen_way(tmp_path):
+  from cnx2rg_jax.data import dataset  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.text import english  # pylint: disable=import-outside-toplevel
+  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+
+  raw = "The Heart is normal in size. No pleural effusion or pneumothorax!"
+  def english_reports(root, entries):
+    for e in entries:
+      e["report"] = raw
+  root = _release(tmp_path, mutate=english_reports)
+  config = tiny_config(str(tmp_path / "tfds"))
+  config.data.name, config.data.manual_dir = "release", str(root)
+  config.data.language, config.data.english_style = "en", "iu_xray"
+  prepared = dataset.prepare(config.data)
+  assert prepared.builder.builder_config.name == "release_en_iu_xray_split0"
+  texts = dataset.read_split_texts(prepared, "train")
+  assert texts.reports[0] == english.clean_report_iu_xray(raw)
+  assert texts.reports[0] == "the heart is normal in size . no pleural effusion or pneumothorax ."
