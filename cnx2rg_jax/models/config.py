@@ -1,0 +1,50 @@
+"""The model's hyper-parameters as a frozen dataclass: what modules take (never a ConfigDict)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+# Channels of a ResNet's layer4 by depth (torchvision's definitions).
+RESNET_FEATURES = {18: 512, 34: 512, 50: 2048, 101: 2048}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """CN-X2RG dimensions. Defaults are R2Gen's / the paper's (ResNet-101, d 512, 3+3 layers)."""
+
+  vocab_size: int
+  max_len: int = 100  # longest token sequence (bos + report + eos) the decoder sees
+  num_keywords: int = 48
+  # Visual encoder.
+  resnet_depth: int = 101
+  # Prompt module: learnable prompt tokens, plus optional frozen image-text encoder features.
+  num_prompts: int = 0  # 0 switches the learnable prompts off
+  prompt_feature_dim: int = 0  # width of precomputed frozen-encoder features; 0 = none
+  # Encoder-decoder Transformer (R2Gen).
+  d_model: int = 512
+  d_ff: int = 512
+  num_heads: int = 8
+  num_encoder_layers: int = 3
+  num_decoder_layers: int = 3
+  dropout: float = 0.1
+  # Relational memory.
+  rm_num_slots: int = 3
+  rm_num_heads: int = 8
+  rm_d_model: int = 512
+  # Numerics: parameters are always float32; activations in `dtype`.
+  dtype: str = "float32"
+
+  @property
+  def d_vf(self) -> int:
+    """Width of the visual patch features."""
+    if self.resnet_depth not in RESNET_FEATURES:
+      raise ValueError(f"model.resnet_depth={self.resnet_depth}; choose one of "
+                       f"{sorted(RESNET_FEATURES)}")
+    return RESNET_FEATURES[self.resnet_depth]
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
