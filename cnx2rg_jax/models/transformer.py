@@ -1,0 +1,173 @@
+"""ReportTransformer: R2Gen's memory-driven encoder-decoder over visual patch features.
+
+Architecture (read from R2Gen's modules/encoder_decoder.py and att_model.py):
+  encode:  att_embed = Linear(d_vf -> d), ReLU, Dropout(0.5, R2Gen's drop_prob_lm); no
+           positional encoding (R2Gen's src_embed is the identity); N pre-norm encoder layers
+           x + dropout(sublayer(LN(x))); a final LN.
+  decode:  y = Embed(token) * sqrt(d) + PE(position), dropout; the relational memory consumes y
+           (its own dropout draw, as R2Gen calls tgt_embed twice); N decoder layers whose
+           norms are MCLNs conditioned on the memory state after consuming each position's
+           token; a final norm (plain LN in R2Gen; `conditional_final_norm` makes it an MCLN);
+           a Linear(d -> vocab) logit layer.
+
+Usage (all through `model.apply(params, ..., method=ReportTransformer.<name>)`):
+  logits = model.apply(params, feats, tokens)                       # teacher forcing
+  mem = model.apply(params, feats, method=ReportTransformer.encode)
+  cache = model.apply(params, mem, max_len, method=ReportTransformer.init_cache)
+  logits_t, cache = model.apply(params, token_t, cache, method=ReportTransformer.decode_step)
+
+Cache (a dict; every leaf has the batch as its leading axis, so beam search can gather it):
+  'pos':    int32 [B], the position the next decode_step token occupies;
+  'rm':     float32 [B, slots, rm_d], the relational memory after the tokens fed so far;
+  'layers': tuple, one dict per decoder layer with
+            'self_k', 'self_v':   [B, max_len, heads, d_head] self-attention keys/values
+                                  (rows >= pos are zeros / unused),
+            'cross_k', 'cross_v': [B, N, heads, d_head] projected encoder memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnx2rg_jax.models.config import ModelConfig
+from cnx2rg_jax.models.decoder import DecoderLayer, prefix_mask
+from cnx2rg_jax.models.layers import (TORCH_LINEAR, Embeddings, LayerNorm, MultiHeadAttention,
+                                      PositionwiseFeedForward, causal_mask, dense)
+from cnx2rg_jax.models.mcln import ConditionalLayerNorm
+from cnx2rg_jax.models.relational_memory import RelationalMemory
+
+Cache = Dict[str, Any]
+
+
+class EncoderLayer(nn.Module):
+  """Pre-norm self-attention + feed-forward layer (residual stream float32)."""
+  config: ModelConfig
+  r2gen_layernorm: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    c = self.config
+    dt = c.compute_dtype
+    drop = nn.Dropout(c.dropout)
+    x = x.astype(jnp.float32)
+    h = LayerNorm(self.r2gen_layernorm, dt, name="norm_attn")(x)
+    a = MultiHeadAttention(c.num_heads, c.d_model, c.dropout, dt, name="self_attn")(
+        h, h, None, deterministic)
+    x = x + drop(a, deterministic=deterministic).astype(jnp.float32)
+    h = LayerNorm(self.r2gen_layernorm, dt, name="norm_ff")(x)
+    a = PositionwiseFeedForward(c.d_model, c.d_ff, c.dropout, dt, name="ffn")(h, deterministic)
+    return x + drop(a, deterministic=deterministic).astype(jnp.float32)
+
+
+class ReportTransformer(nn.Module):
+  """R2Gen's encoder-decoder with relational memory and MCLN (see the module docstring)."""
+  config: ModelConfig
+  r2gen_layernorm: bool = False  # True: R2Gen's (x - mean) / (unbiased std + eps) norms
+  conditional_final_norm: bool = False  # True: the decoder's final norm is an MCLN too
+  att_embed_dropout: float = 0.5  # R2Gen's drop_prob_lm default
+
+  def setup(self):
+    c = self.config
+    dt = c.compute_dtype
+    if c.rm_d_model != c.d_model:
+      # The memory consumes the token embeddings, and R2Gen's MCLN second Linear is d -> d.
+      raise ValueError(f"rm_d_model ({c.rm_d_model}) must equal d_model ({c.d_model})")
+    self.att_embed = dense(c.d_model, ("visual", "embed"), dt, kernel_init=TORCH_LINEAR)
+    self.att_drop = nn.Dropout(self.att_embed_dropout)
+    self.encoder_layers = [EncoderLayer(c, self.r2gen_layernorm)
+                           for _ in range(c.num_encoder_layers)]
+    self.encoder_norm = LayerNorm(self.r2gen_layernorm, dt)
+    self.embed = Embeddings(c.vocab_size, c.d_model, dt)
+    self.embed_drop = nn.Dropout(c.dropout)
+    self.rm = RelationalMemory(c.rm_num_slots, c.rm_d_model, c.rm_num_heads, c.dropout, dt)
+    self.decoder_layers = [DecoderLayer(c, self.r2gen_layernorm)
+                           for _ in range(c.num_decoder_layers)]
+    if self.conditional_final_norm:
+      self.decoder_norm = ConditionalLayerNorm(c.d_model, self.r2gen_layernorm, dt)
+    else:
+      self.decoder_norm = LayerNorm(self.r2gen_layernorm, dt)
+    self.logit = dense(c.vocab_size, ("embed", "vocab"), dt, kernel_init=TORCH_LINEAR)
+
+  def encode(self, visual_feats: jax.Array, deterministic: bool = True) -> jax.Array:
+    """visual_feats [B, N, d_vf] -> encoder memory [B, N, d_model] in the compute dtype."""
+    x = nn.relu(self.att_embed(visual_feats.astype(self.config.compute_dtype)))
+    x = self.att_drop(x, deterministic=deterministic)
+    for layer in self.encoder_layers:
+      x = layer(x, deterministic)
+    return self.encoder_norm(x)
+
+  def _output(self, x: jax.Array, rm_out: jax.Array) -> jax.Array:
+    """Final norm + logit layer; logits float32."""
+    if self.conditional_final_norm:
+      h = self.decoder_norm(x, rm_out)
+    else:
+      h = self.decoder_norm(x)
+    return self.logit(h).astype(jnp.float32)
+
+  def decode_logits(self, memory_feats: jax.Array, tokens: jax.Array,
+                    deterministic: bool = True) -> jax.Array:
+    """Teacher-forced logits [B, T, vocab] float32 for input tokens [B, T] (bos + report[:-1]).
+
+    Causal: the logits at position t depend only on tokens[:, :t+1] (self-attention is masked
+    to earlier positions and the relational memory is a forward recurrence). Padding is not
+    masked here: with right padding it can only affect positions at or after the padding,
+    which the caller's loss mask drops (R2Gen also masks pad keys, with the same effect on
+    non-pad positions).
+    """
+    t = tokens.shape[1]
+    positions = jnp.broadcast_to(jnp.arange(t)[None, :], tokens.shape)
+    e = self.embed(tokens, positions, t)
+    rm_out = self.rm(self.embed_drop(e, deterministic=deterministic), deterministic)
+    x = self.embed_drop(e, deterministic=deterministic)
+    mask = causal_mask(t)
+    for layer in self.decoder_layers:
+      x, _ = layer(x, rm_out, layer.cross_kv(memory_feats), mask, deterministic)
+    return self._output(x, rm_out)
+
+  def __call__(self, visual_feats: jax.Array, tokens: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    """encode + decode_logits: visual_feats [B, N, d_vf], tokens [B, T] -> [B, T, vocab]."""
+    return self.decode_logits(self.encode(visual_feats, deterministic), tokens, deterministic)
+
+  def init_cache(self, memory_feats: jax.Array, max_len: int) -> Cache:
+    """The decode cache before the first token (see the module docstring for its layout).
+
+    `max_len` (static) bounds the number of decode_step calls.
+    """
+    c = self.config
+    b = memory_feats.shape[0]
+    d_head = c.d_model // c.num_heads
+    layers = []
+    for layer in self.decoder_layers:
+      cross_k, cross_v = layer.cross_kv(memory_feats)
+      zeros = jnp.zeros((b, max_len, c.num_heads, d_head), c.compute_dtype)
+      layers.append({"self_k": zeros, "self_v": zeros, "cross_k": cross_k, "cross_v": cross_v})
+    return {"pos": jnp.zeros((b,), jnp.int32), "rm": self.rm.initial_state(b),
+            "layers": tuple(layers)}
+
+  def decode_step(self, token: jax.Array, cache: Cache,
+                  deterministic: bool = True) -> Tuple[jax.Array, Cache]:
+    """Feeds token [B] int32 at position cache['pos'] -> (logits [B, vocab] float32, cache').
+
+    Equal to the teacher-forced logits at that position given the tokens fed before. Costs
+    one relational-memory step and attention over the cached prefix; pos must stay < max_len.
+    """
+    pos = cache["pos"]
+    max_len = cache["layers"][0]["self_k"].shape[1]
+    e = self.embed(token[:, None], pos[:, None], max_len)  # [B, 1, d]
+    new_rm = self.rm.step(cache["rm"], self.embed_drop(e, deterministic=deterministic)[:, 0],
+                          deterministic)
+    rm_out = new_rm.reshape(new_rm.shape[0], 1, -1)
+    x = self.embed_drop(e, deterministic=deterministic)
+    mask = prefix_mask(pos, max_len)
+    new_layers = []
+    for layer, lc in zip(self.decoder_layers, cache["layers"]):
+      x, (k, v) = layer(x, rm_out, (lc["cross_k"], lc["cross_v"]), mask, deterministic,
+                        kv_cache=(lc["self_k"], lc["self_v"]), pos=pos)
+      new_layers.append({**lc, "self_k": k, "self_v": v})
+    logits = self._output(x, rm_out)[:, 0]
+    return logits, {"pos": pos + 1, "rm": new_rm, "layers": tuple(new_layers)}
