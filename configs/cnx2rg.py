@@ -45,6 +45,27 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   t.min_count = 3  # word vocabulary threshold (R2Gen: 3 for IU X-Ray, 10 for MIMIC-CXR)
   t.vocab_size = 1000  # sentencepiece vocabulary size
 
+  c.model = m = ml_collections.ConfigDict()  # see cnx2rg_jax/models/config.py
+  m.resnet_depth = 101  # 18 | 34 | 50 | 101 (the paper and R2Gen: 101)
+  m.num_prompts = 0  # learnable prompt tokens (the paper's prompt training; 0 = off)
+  m.prompt_feature_dim = 0  # width of frozen image-text encoder features (0 = none)
+  m.d_model = 512
+  m.d_ff = 512
+  m.num_heads = 8
+  m.num_encoder_layers = 3
+  m.num_decoder_layers = 3
+  m.dropout = 0.1
+  m.rm_num_slots = 3
+  m.rm_num_heads = 8
+  m.rm_d_model = 512
+  m.dtype = "float32"  # activations: "float32" | "bfloat16"; parameters are always float32
+
+  c.decode = dc = ml_collections.ConfigDict()
+  dc.beam_size = 3  # R2Gen: 3
+  dc.max_len = 100  # generated tokens, eos included (R2Gen: 60 for IU X-Ray, 100 for MIMIC-CXR)
+  dc.length_penalty = 0.0  # GNMT alpha; R2Gen applies none
+  dc.block_trigrams = False
+
   c.train = tr = ml_collections.ConfigDict()
   tr.batch_size = 16  # global batch (R2Gen: 16)
 

@@ -1,0 +1,67 @@
+"""CN-X2RG: ResNet patch features (+ prompts) -> R2Gen's memory-driven Transformer, plus the
+keyword classification head of the paper's auxiliary loss.
+
+Two entry points share every parameter:
+- `__call__(images, tokens)`: teacher-forced token logits and keyword logits (training);
+- `encode(images)` -> `init_cache(memory, max_len)` -> `decode_step(token, cache)` repeatedly
+  (decoding; each step costs one token, not the whole prefix).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+
+from cnx2rg_jax.models.config import ModelConfig
+from cnx2rg_jax.models.prompt import KeywordHead, PromptFusion
+from cnx2rg_jax.models.resnet import VisualEncoder
+from cnx2rg_jax.models.transformer import ReportTransformer
+
+
+class CNX2RG(nn.Module):
+  config: ModelConfig
+  frozen_bn: bool = False  # BatchNorm always on running statistics (fine-tuning, small batches)
+  r2gen_layernorm: bool = False  # R2Gen's LayerNorm (unbiased std + eps) everywhere
+
+  def setup(self):
+    self.visual = VisualEncoder(self.config, frozen_bn=self.frozen_bn)
+    self.prompt = PromptFusion(self.config)
+    self.keyword_head = KeywordHead(self.config)
+    self.transformer = ReportTransformer(self.config, r2gen_layernorm=self.r2gen_layernorm)
+
+  def visual_features(self, images: jax.Array, prompt_features: Optional[jax.Array] = None,
+                      train: bool = False) -> tuple[jax.Array, jax.Array]:
+    """images [B, H, W, 1] -> (fused visual tokens [B, N, d_vf], keyword logits [B, 48])."""
+    patches, pooled = self.visual(images, train=train)
+    return (self.prompt(patches, prompt_features),
+            self.keyword_head(pooled, deterministic=not train))
+
+  def __call__(self, images: jax.Array, tokens: jax.Array,
+               prompt_features: Optional[jax.Array] = None, train: bool = False
+               ) -> tuple[jax.Array, jax.Array]:
+    """Teacher forcing: (token logits [B, T, vocab], keyword logits [B, 48]), both float32."""
+    feats, keyword_logits = self.visual_features(images, prompt_features, train)
+    return self.transformer(feats, tokens, deterministic=not train), keyword_logits
+
+  def encode(self, images: jax.Array, prompt_features: Optional[jax.Array] = None
+             ) -> tuple[jax.Array, jax.Array]:
+    """Eval-mode encoding: (encoder memory [B, N, d_model], keyword logits [B, 48])."""
+    feats, keyword_logits = self.visual_features(images, prompt_features, train=False)
+    return self.transformer.encode(feats), keyword_logits
+
+  def encode_features(self, visual_feats: jax.Array) -> jax.Array:
+    """Encoder memory from precomputed visual tokens [B, N, d_vf] (skips the ResNet)."""
+    return self.transformer.encode(visual_feats)
+
+  def decode_logits(self, memory: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Teacher-forced logits [B, T, vocab] given the encoder memory (eval mode)."""
+    return self.transformer.decode_logits(memory, tokens)
+
+  def init_cache(self, memory: jax.Array, max_len: int):
+    return self.transformer.init_cache(memory, max_len)
+
+  def decode_step(self, token: jax.Array, cache):
+    """token [B] -> (next-token logits [B, vocab] float32, cache)."""
+    return self.transformer.decode_step(token, cache)

@@ -1,0 +1,44 @@
+"""From the config file's `model` section to a ModelConfig and the CN-X2RG module."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from cnx2rg_jax.models.cnx2rg import CNX2RG
+from cnx2rg_jax.models.config import ModelConfig
+
+
+def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig:
+  """`config.model` (a ConfigDict) -> ModelConfig; an unknown key raises, naming it."""
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  values = dict(model_section)
+  unknown = set(values) - fields
+  if unknown:
+    raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(fields)}")
+  return ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
+
+
+def random_variables(model: CNX2RG, image_size: int, seed: int = 0):
+  """Random weights by shape, without compiling `init` (slow for a ResNet-101 on a CPU).
+
+  Parameters ~ N(0, 0.02), BatchNorm statistics mean 0 and variance 1: for speed measurements,
+  where the values do not matter but the shapes and dtypes do.
+  """
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 1), np.float32)
+  tokens = jax.ShapeDtypeStruct((1, 2), np.int32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), images, tokens)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if "batch_stats" in name:
+      value = np.ones(leaf.shape) if name.endswith("['var']") else np.zeros(leaf.shape)
+    else:
+      value = rng.normal(0.0, 0.02, leaf.shape)
+    return np.asarray(value, leaf.dtype)
+
+  # On the device once: numpy leaves would be copied host->device at every jitted call.
+  return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))

@@ -1,0 +1,28 @@
+"""`python launch.py --config=configs/bench_decode.py --mode=bench_decode`: decode throughput of
+the cached beam search against the naive re-decode, at the paper's dimensions, random weights.
+"""
+
+import ml_collections
+
+from configs import cnx2rg
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  c = cnx2rg.get_config("")
+  c.variant = variant or "bench_decode"
+  c.bench.vocab_size = 2000  # a CN-CXR-sized word vocabulary (the synthetic set has ~140)
+  c.bench.batches = (1, 16)
+  c.bench.max_lens = (60, 100)
+  c.bench.beam_size = 3
+  c.bench.with_encoder = (False, True)  # False: from precomputed ResNet features
+  c.bench.impls = ("cached", "naive")
+  c.bench.repeats = 2  # timed calls per setting, after one compiling call
+  c.bench.naive_repeats = 1  # the naive re-decode is slow on a CPU
+  if variant == "quick":  # a smoke run: small dims
+    c.model.resnet_depth = 18
+    c.model.d_model = c.model.d_ff = c.model.rm_d_model = 64
+    c.bench.batches, c.bench.max_lens, c.bench.with_encoder = (2,), (20,), (False, True)
+    c.data.crop_size = 64
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of configs/bench_decode.py; use '' or 'quick'")
+  return c
