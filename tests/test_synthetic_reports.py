@@ -133,3 +133,14 @@ def test_demographics_follow_the_paper():
   sexes = [s for s, _ in draws]
   assert abs(sexes.count("M") / 4000 - 27949 / 51981) < 0.03
   assert 0 < sexes.count("U") < 200
+
+
+def test_find_terms_maximises_coverage():
+  def read(text):
+    return [(text[a:b], k) for a, b, k in kw.find_terms(text)]
+  assert read("右侧第5肋骨折") == [("肋", "rib"), ("骨折", "fracture")]  # greedy would take 肋骨
+  assert read("右侧第6肋骨骨折") == [("肋骨", "rib"), ("骨折", "fracture")]
+  assert read("主动脉结突出") == [("主动脉结", "aortic_knot"), ("突出", "prominence")]
+  assert read("其内无肺纹理") == [("无肺纹理", "no_lung_texture")]
+  assert read("呈肺气肿改变") == [("肺气肿", "emphysema")]  # a tie in coverage: fewer terms
+  assert read("中心静脉置管") == []

@@ -33,7 +33,7 @@ KEYWORDS: tuple[Keyword, ...] = (
     # --- anatomy (Table 1, left half) ---
     Keyword("chest", "Chest", "anatomy", ("胸廓", "胸腔", "胸部", "胸壁", "胸骨")),
     Keyword("hilum", "Hilum", "anatomy", ("肺门",)),
-    Keyword("heart", "Heart", "anatomy", ("心影", "心脏", "心")),
+    Keyword("heart", "Heart", "anatomy", ("心影", "心脏")),  # not 心 alone: 中心静脉
     Keyword("diaphragmatic", "Diaphragmatic", "anatomy", ("膈面",)),
     Keyword("costophrenic_angle", "Costophrenic Angle", "anatomy", ("肋膈角",)),
     Keyword("lung", "Lung", "anatomy",
@@ -113,21 +113,34 @@ def keyword(key: str) -> Keyword:
 
 
 def find_terms(text: str) -> list[tuple[int, int, str]]:
-  """Lexicon terms in `text`, scanned left to right taking the longest term at each position.
+  """Lexicon terms in `text`: the non-overlapping spans that cover the most characters, and
+  among those the fewest (so the longest) terms.
 
-  Returns (start, end, keyword_key) character spans that do not overlap. "主动脉结" is read as
-  aortic_knot (not aorta), "无肺纹理" as no_lung_texture (not a negated texture), "心影" as heart.
+  Returns (start, end, keyword_key) spans in order. "主动脉结" is read as aortic_knot (not aorta),
+  "无肺纹理" as no_lung_texture (not a negated texture), "心影" as heart, and "右侧第5肋骨折" as
+  肋 + 骨折 (rib, fracture), where a greedy longest match would take 肋骨 and lose the fracture.
   """
-  found = []
-  i = 0
-  while i < len(text):
+  n = len(text)
+  # best[i] = (characters covered, -terms used) of the best reading of text[i:]; choice[i] the
+  # term taken at i (None: skip the character).
+  best = [(0, 0)] * (n + 1)
+  choice: list = [None] * (n + 1)
+  for i in range(n - 1, -1, -1):
+    best[i], choice[i] = best[i + 1], None
     for term in _TERMS_BY_FIRST_CHAR.get(text[i], ()):
       if text.startswith(term, i):
-        found.append((i, i + len(term), TERM_TO_KEY[term]))
-        i += len(term)
-        break
-    else:
+        covered, neg_terms = best[i + len(term)]
+        candidate = (covered + len(term), neg_terms - 1)
+        if candidate > best[i]:
+          best[i], choice[i] = candidate, term
+  found, i = [], 0
+  while i < n:
+    term = choice[i]
+    if term is None:
       i += 1
+    else:
+      found.append((i, i + len(term), TERM_TO_KEY[term]))
+      i += len(term)
   return found
 
 

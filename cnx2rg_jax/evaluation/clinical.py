@@ -1,0 +1,94 @@
+"""Clinical precision, recall and F1 of generated reports, from (anatomy, lesion) pairs.
+
+The paper's rule: a true positive is an (anatomy, lesion) pair that both the reference and the
+prediction state as positive; a false positive is a predicted pair the reference lacks (a wrong
+lesion or a wrong site); a false negative is a reference pair the prediction misses. Counts are
+summed over all reports before dividing (micro averaging), so long reports weigh more.
+
+Conventions for empty denominators:
+* If the whole corpus has no predicted and no reference pairs, precision, recall and F1 are None:
+  there is nothing to score, and neither 0 nor 1 would be honest (as CheXbert's evaluation
+  leaves such a class undefined). The same holds for a lesion in `per_keyword`.
+* Otherwise a 0/0 ratio is 0: no predicted pairs gives precision 0, no reference pairs gives
+  recall 0, and F1 is 0 when precision + recall is 0.
+
+The labeler is pluggable: any callable taking a report string and returning either an object
+with a `pairs` attribute (like `labeler.ReportLabels`) or an iterable of (anatomy, lesion) pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Sequence
+
+from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text import keywords as kw
+
+Pair = tuple[str, str]
+
+
+def _pair_set(pairs: Iterable) -> set[Pair]:
+  out = set()
+  for p in pairs:
+    a, l = p
+    out.add((str(a), str(l)))
+  return out
+
+
+def clinical_counts(pred_pairs: Iterable, ref_pairs: Iterable) -> tuple[int, int, int]:
+  """(tp, fp, fn) of one report's predicted pairs against its reference pairs.
+
+  Pairs are compared as sets, so a pair stated twice counts once.
+  """
+  pred, ref = _pair_set(pred_pairs), _pair_set(ref_pairs)
+  return len(pred & ref), len(pred - ref), len(ref - pred)
+
+
+def prf(tp: int, fp: int, fn: int) -> dict:
+  """Precision, recall and F1 of summed counts, with the module's 0/0 conventions."""
+  if tp + fp + fn == 0:
+    return {"precision": None, "recall": None, "f1": None}
+  p = tp / (tp + fp) if tp + fp else 0.0
+  r = tp / (tp + fn) if tp + fn else 0.0
+  f = 2 * p * r / (p + r) if p + r else 0.0
+  return {"precision": p, "recall": r, "f1": f}
+
+
+def pairs_of(labeler: Callable, report: str) -> set[Pair]:
+  """The positive pairs `labeler` reads in `report` (see the module docstring for labelers)."""
+  out = labeler(report)
+  return _pair_set(getattr(out, "pairs", out))
+
+
+def score_reports(predictions: Sequence[str], references: Sequence[str],
+                  labeler: Callable = label_report) -> dict:
+  """Micro clinical P/R/F1 of predicted reports against references, overall and per lesion.
+
+  Returns {"clinical_precision", "clinical_recall", "clinical_f1", "tp", "fp", "fn",
+  "num_reports", "per_keyword"}, where per_keyword maps every lesion keyword to
+  {"precision", "recall", "f1", "support"} computed on the pairs with that lesion (support: the
+  number of reference pairs with it). Raises ValueError if the two lists differ in length.
+  """
+  predictions, references = list(predictions), list(references)
+  if len(predictions) != len(references):
+    raise ValueError(f"{len(predictions)} predictions but {len(references)} references; "
+                     "they must pair up one to one")
+  tp = fp = fn = 0
+  per = {l: [0, 0, 0] for l in kw.LESION_KEYS}
+  for pred_text, ref_text in zip(predictions, references):
+    pred, ref = pairs_of(labeler, pred_text), pairs_of(labeler, ref_text)
+    t, f_p, f_n = clinical_counts(pred, ref)
+    tp, fp, fn = tp + t, fp + f_p, fn + f_n
+    for which, pairs in ((0, pred & ref), (1, pred - ref), (2, ref - pred)):
+      for _, lesion in pairs:
+        per.setdefault(lesion, [0, 0, 0])[which] += 1  # an unknown lesion still counts
+  overall = prf(tp, fp, fn)
+  per_keyword = {l: {**prf(*c), "support": c[0] + c[2]} for l, c in per.items()}
+  return {"clinical_precision": overall["precision"], "clinical_recall": overall["recall"],
+          "clinical_f1": overall["f1"], "tp": tp, "fp": fp, "fn": fn,
+          "num_reports": len(predictions), "per_keyword": per_keyword}
+
+
+def clinical_f1(predictions: Sequence[str], references: Sequence[str],
+                labeler: Callable = label_report) -> Optional[float]:
+  """Just the micro clinical F1 of `score_reports` (None when nothing is there to score)."""
+  return score_reports(predictions, references, labeler)["clinical_f1"]
