@@ -12,41 +12,27 @@ message on stderr and no traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 
+from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation import nlg
 from cnx2rg_jax.evaluation import reports_io
-
-try:
-  clinical = importlib.import_module("cnx2rg_jax.evaluation.clinical")
-except ModuleNotFoundError as _e:  # only the module itself may be missing, not its imports
-  if _e.name != "cnx2rg_jax.evaluation.clinical":
-    raise
-  clinical = None
-
-CLINICAL_MISSING = ("clinical figures omitted: cnx2rg_jax.evaluation.clinical is not available")
 
 
 def score_rows(rows: list[dict], meteor: bool = True) -> dict:
   """The metrics of `read_prediction_lines` rows, in the CLI's output form.
 
   Returns {bleu_1..bleu_4, meteor, rouge_l, cider, num_reports, <clinical figures>}; every
-  number is a plain float or int (meteor may be None). Without the clinical module the clinical
-  figures are absent and "clinical_note" says so.
+  number is a plain float or int (meteor may be None).
   """
   predictions = {row["id"]: row["prediction"] for row in rows}
   references = {row["id"]: row["reference"] for row in rows}
   out: dict = dict(nlg.nlg_scores(predictions, references, meteor=meteor))
   out["num_reports"] = len(rows)
-  if clinical is None:
-    out["clinical_note"] = CLINICAL_MISSING
-  else:
-    figures = clinical.score_reports([row["prediction"] for row in rows],
-                                     [row["reference"] for row in rows])
-    out.update(figures)
+  out.update(clinical.score_reports([row["prediction"] for row in rows],
+                                    [row["reference"] for row in rows]))
   return out
 
 
@@ -75,10 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: cannot read the predictions file {args.predictions}: {e.strerror or e}",
           file=sys.stderr)
     return 2
-  result = score_rows(rows, meteor=not args.no_meteor)
-  if clinical is None:
-    print(f"note: {CLINICAL_MISSING}", file=sys.stderr)
-  print(json.dumps(result, ensure_ascii=False))
+  print(json.dumps(score_rows(rows, meteor=not args.no_meteor), ensure_ascii=False))
   return 0
 
 
