@@ -8,7 +8,8 @@ aggregation), with NegBio-style cue scopes adapted to Chinese:
 * Text: the report is `clean_report`ed; spans index the cleaned text. Sentences end at 。;
   clauses end at ，；： and a contrast word (但是, 但, 然而, 而) starts a new clause, so no cue
   reaches across one.
-* Mentions: `keywords.find_terms` (longest match: 无肺纹理 is no_lung_texture, 心影 is heart).
+* Mentions: `keywords.find_terms` (most characters covered: 无肺纹理 is no_lung_texture, 心影 is
+  heart, 肋骨折 is rib + fracture).
   A cue inside a term (无 of 无肺纹理, 不 of 不张) is part of the term, not a cue.
 * Cues (longest match first, so 不除外 is uncertain while 除外 alone negates):
   - negation: 未见, 未, 无, 不, 没有, 排除, 除外 (so also 不大, 未见异常, 未见明显异常);

@@ -27,8 +27,8 @@ class Keyword:
   terms: tuple[str, ...]  # Chinese surface forms; the first is the canonical one
 
 
-# Terms are matched longest first by the labeler, so "主动脉结" wins over "主动脉" and "肺门" over
-# "肺". A term may be shared by no two keywords.
+# `find_terms` reads a text as the terms covering the most characters, so "主动脉结" wins over
+# "主动脉" and "肺门" over "肺". A term may be shared by no two keywords.
 KEYWORDS: tuple[Keyword, ...] = (
     # --- anatomy (Table 1, left half) ---
     Keyword("chest", "Chest", "anatomy", ("胸廓", "胸腔", "胸部", "胸壁", "胸骨")),
@@ -100,7 +100,8 @@ for _kw in KEYWORDS:
     TERM_TO_KEY[_term] = _kw.key
 del _kw, _term
 
-# Terms ordered longest first, for greedy longest-match scanning.
+# Terms ordered longest first: `find_terms` tries them in this order, so of two equally good
+# readings the one with the longer term at the earlier position wins.
 TERMS_LONGEST_FIRST: tuple[str, ...] = tuple(sorted(TERM_TO_KEY, key=lambda t: (-len(t), t)))
 
 
