@@ -247,6 +247,5 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
 
 def _with_keyword(entity: dict, report: str) -> dict:
   """An annotated entity with the Table 1 keyword its span names ("" for none or several)."""
-  keys = {k for _, _, k in kw.find_terms(report[entity["start"]:entity["end"]])}
   return {"start": entity["start"], "end": entity["end"], "label": entity["label"],
-          "keyword": keys.pop() if len(keys) == 1 else ""}
+          "keyword": report_graph.span_keyword(report[entity["start"]:entity["end"]])}

@@ -79,3 +79,10 @@ def read_graph(entities: Sequence[dict], relations: Sequence[dict]
     if status == kw.POSITIVE:
       pairs.update((a, l) for a in anatomies for l in lesions)
   return labels, sorted(pairs)
+
+
+def span_keyword(span_text: str) -> str:
+  """The Table 1 keyword an entity's span names: that of the lexicon terms in it when they all
+  name one keyword, else "" (no term, or terms of several keywords)."""
+  keys = {k for _, _, k in kw.find_terms(span_text)}
+  return keys.pop() if len(keys) == 1 else ""

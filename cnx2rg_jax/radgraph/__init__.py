@@ -1,0 +1,1 @@
+"""CN-RadGraph: annotations, the extractor's features, training and inference."""
