@@ -9,6 +9,8 @@ import sys
 
 from cnx2rg_jax import bench
 from cnx2rg_jax.data import bench as data_bench, dataset, vocabulary
+from cnx2rg_jax.radgraph import annotations, extractor as radgraph_extractor
+from cnx2rg_jax.radgraph import train as radgraph_train
 from tfds_cncxr import release
 
 MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train")
@@ -16,7 +18,9 @@ _NOT_YET = {"eval": 5, "predict": 5, "bench_train": 5}
 
 # Errors that mean "the input is wrong", shown as one paragraph instead of a traceback.
 USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.ReleaseFormatError,
-               FileNotFoundError)
+               FileNotFoundError, annotations.AnnotationError, radgraph_train.RadGraphRunError,
+               radgraph_extractor.CheckpointError)
+RADGRAPH_MODES = ("train", "eval")
 
 
 def prepare_data(config, workdir: str) -> str:
@@ -37,9 +41,28 @@ def prepare_data(config, workdir: str) -> str:
   return "\n".join(lines)
 
 
+def run_cn_radgraph(config, workdir: str, mode: str, split: str) -> int:
+  """--config=configs/cn_radgraph.py: train the extractor, or evaluate it on --split."""
+  if mode not in RADGRAPH_MODES:
+    raise radgraph_train.RadGraphRunError(
+        f"--mode={mode} is not a CN-RadGraph mode; configs/cn_radgraph.py runs "
+        f"{' or '.join(RADGRAPH_MODES)}")
+  if mode == "eval":
+    scores = radgraph_train.eval_split(config, workdir, split)
+  else:
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+    scores = radgraph_train.train(config, workdir)
+    print(f"saved the best model (val relation F1) to {workdir}/{radgraph_extractor.MODEL_DIR}")
+  print(json.dumps({k: v for k, v in scores.items() if k != "per_label"}))
+  return 0
+
+
 def main(config, *, workdir: str, mode: str, split: str, images, output: str) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)
   try:
+    if config.get("task") == "cn_radgraph":
+      return run_cn_radgraph(config, workdir, mode, split)
     if mode == "bench_input":
       print(json.dumps(data_bench.bench_input(config)))
       return 0
