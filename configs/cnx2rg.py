@@ -66,6 +66,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   dc.length_penalty = 0.0  # GNMT alpha; R2Gen applies none
   dc.block_trigrams = False
 
+  c.eval = ev = ml_collections.ConfigDict()
+  ev.clinical_scorer = "labeler"  # clinical P/R/F1 pairs: "labeler" (rules) | "cn_radgraph"
+  ev.cn_radgraph_dir = ""  # "cn_radgraph": workdir of a trained extractor (configs/cn_radgraph.py)
+
   c.train = tr = ml_collections.ConfigDict()
   tr.batch_size = 16  # global batch (R2Gen: 16)
 

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
@@ -247,12 +246,14 @@ def test_cli_passes_reports_to_the_clinical_scorer(tmp_path, monkeypatch, capsys
   path = _write_good(tmp_path)
   seen = {}
 
-  def fake_score_reports(predictions, references):
+  def fake_score_reports(predictions, references, labeler):
     seen["args"] = (predictions, references)
+    seen["labeler"] = labeler
     return {"clinical_precision": 0.5, "clinical_recall": 0.25, "clinical_f1": 1 / 3}
 
-  monkeypatch.setattr(score, "clinical", types.SimpleNamespace(score_reports=fake_score_reports))
+  monkeypatch.setattr(score.clinical, "score_reports", fake_score_reports)
   assert score.main([f"--predictions={path}", "--no_meteor"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["clinical_f1"] == pytest.approx(1 / 3)
   assert seen["args"] == ([p for p, _ in PAIRS], [r for _, r in PAIRS])
+  assert seen["labeler"] is score.clinical.label_report  # the rule-based labeler by default

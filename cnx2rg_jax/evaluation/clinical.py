@@ -14,6 +14,9 @@ Conventions for empty denominators:
 
 The labeler is pluggable: any callable taking a report string and returning either an object
 with a `pairs` attribute (like `labeler.ReportLabels`) or an iterable of (anatomy, lesion) pairs.
+One with a `label_many(reports)` method (a list of pair lists) is called in batches: a trained
+CN-RadGraph (`radgraph.extractor.Extractor`) is such a labeler. `make_labeler` picks one by
+name, as configs and the score CLI do.
 """
 
 from __future__ import annotations
@@ -53,10 +56,37 @@ def prf(tp: int, fp: int, fn: int) -> dict:
   return {"precision": p, "recall": r, "f1": f}
 
 
+CLINICAL_SCORERS = ("labeler", "cn_radgraph")
+
+
+def make_labeler(scorer: str = "labeler", cn_radgraph_dir: str = "") -> Callable:
+  """The clinical metric's labeler: "labeler" (rule-based, the default) or "cn_radgraph" (the
+  CN-RadGraph model trained in `cn_radgraph_dir`: positive pairs are its DPO nodes located_at
+  Anatomy nodes). Raises ValueError for an unknown name or a missing directory, and
+  `radgraph.extractor.CheckpointError` for a directory without a usable model."""
+  if scorer == "labeler":
+    return label_report
+  if scorer == "cn_radgraph":
+    if not cn_radgraph_dir:
+      raise ValueError("the cn_radgraph clinical scorer needs the workdir of a trained "
+                       "CN-RadGraph (python launch.py --config=configs/cn_radgraph.py "
+                       "--workdir=DIR)")
+    from cnx2rg_jax.radgraph import extractor  # pylint: disable=import-outside-toplevel
+    return extractor.load(cn_radgraph_dir)
+  raise ValueError(f"unknown clinical scorer {scorer!r}; use one of {CLINICAL_SCORERS}")
+
+
 def pairs_of(labeler: Callable, report: str) -> set[Pair]:
   """The positive pairs `labeler` reads in `report` (see the module docstring for labelers)."""
   out = labeler(report)
   return _pair_set(getattr(out, "pairs", out))
+
+
+def _pairs_many(labeler: Callable, reports: list[str]) -> list[set[Pair]]:
+  many = getattr(labeler, "label_many", None)
+  if many is not None:
+    return [_pair_set(p) for p in many(reports)]
+  return [pairs_of(labeler, r) for r in reports]
 
 
 def score_reports(predictions: Sequence[str], references: Sequence[str],
@@ -74,8 +104,7 @@ def score_reports(predictions: Sequence[str], references: Sequence[str],
                      "they must pair up one to one")
   tp = fp = fn = 0
   per = {l: [0, 0, 0] for l in kw.LESION_KEYS}
-  for pred_text, ref_text in zip(predictions, references):
-    pred, ref = pairs_of(labeler, pred_text), pairs_of(labeler, ref_text)
+  for pred, ref in zip(_pairs_many(labeler, predictions), _pairs_many(labeler, references)):
     t, f_p, f_n = clinical_counts(pred, ref)
     tp, fp, fn = tp + t, fp + f_p, fn + f_n
     for which, pairs in ((0, pred & ref), (1, pred - ref), (2, ref - pred)):
