@@ -1,0 +1,1 @@
+"""Training: train state, optimizer, sharding, steps, checkpoints, metrics writing."""
