@@ -1,0 +1,91 @@
+"""The train state, created directly into its shardings.
+
+Shapes come first (`jax.eval_shape` of the model's init, which keeps the parameters' logical
+axis names); `sharding.logical_shardings` turns those into NamedShardings on the mesh; the
+optimizer state takes its parameters' shardings (`optax.tree_map_params`); then one jitted
+init with those out_shardings creates every array where it lives, so no device ever holds the
+whole unsharded model first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.sharding import Mesh
+
+from cnx2rg_jax import sharding
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: Any
+  batch_stats: Any  # BatchNorm running statistics ({} without BatchNorm)
+  opt_state: Any
+
+
+def _like_params(opt_state, params, param_shardings, default):
+  """Shardings for an optimizer state: a leaf whose path ends with a parameter's path (Adam's
+  mu['transformer']...['kernel']) and has its shape takes that parameter's sharding; others
+  (step counts) get `default`. (optax.tree_map_params cannot see through multi_transform's
+  masked states, hence the path match.)"""
+  by_path = {jax.tree_util.keystr(p): (leaf.shape, sh) for (p, leaf), sh in zip(
+      jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(param_shardings))}
+  keys = sorted(by_path, key=len, reverse=True)
+
+  def one(path, leaf):
+    name = jax.tree_util.keystr(path)
+    for key in keys:
+      if name.endswith(key) and by_path[key][0] == leaf.shape:
+        return by_path[key][1]
+    return default
+
+  return jax.tree_util.tree_map_with_path(one, opt_state)
+
+
+def _dummy_inputs(image_size: int, num_tokens: int):
+  return (jnp.zeros((1, image_size, image_size, 1), jnp.float32),
+          jnp.zeros((1, num_tokens), jnp.int32))
+
+
+def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, *,
+                   image_size: int, num_tokens: int) -> tuple[TrainState, TrainState, Any]:
+  """(abstract TrainState, its NamedShardings, the init function of a PRNG key).
+
+  The abstract state's leaves are ShapeDtypeStructs carrying their shardings, as orbax's
+  restore wants them.
+  """
+  def init_variables(key):
+    return model.init(key, *_dummy_inputs(image_size, num_tokens))
+
+  def init_state(key):
+    variables = nn.meta.unbox(init_variables(key))
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+  key = jax.random.key(0)
+  var_shardings = sharding.logical_shardings(jax.eval_shape(init_variables, key), mesh)
+  shapes = jax.eval_shape(init_state, key)
+  replicated = sharding.replicated(mesh)
+  opt_shardings = _like_params(shapes.opt_state, shapes.params, var_shardings["params"],
+                               replicated)
+  shardings = TrainState(step=replicated, params=var_shardings["params"],
+                         batch_stats=var_shardings.get("batch_stats", {}),
+                         opt_state=opt_shardings)
+  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          shapes, shardings)
+  return abstract, shardings, init_state
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, *,
+                 image_size: int, num_tokens: int, seed: int) -> tuple[TrainState, TrainState]:
+  """(initialised TrainState placed by its shardings, the shardings)."""
+  _, shardings, init_state = abstract_state(model, tx, mesh, image_size=image_size,
+                                            num_tokens=num_tokens)
+  state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(seed))
+  return state, shardings

@@ -1,0 +1,1 @@
+"""Scripts the tests run in subprocesses (e.g. with several simulated CPU devices)."""

@@ -1,0 +1,85 @@
+"""Two train steps of a small CN-X2RG on a (4, 2) data x model mesh and on one device.
+
+Run with XLA_FLAGS=--xla_force_host_platform_device_count=8; prints one JSON line with the
+losses, the largest parameter difference beyond rtol 1e-5 (worst first), how far the parameters
+moved, and each parameter's PartitionSpec and per-device shard shape on the mesh.
+
+The optimizer here is plain SGD: it maps gradients to updates linearly, so equal gradients give
+equal parameters. (Adam's first steps are sign(g) * lr: a gradient element that is zero up to
+rounding can flip sign between two summation orders and move the parameter by 2 lr; that says
+nothing about the sharding.) The step function, state creation and shardings are the real ones.
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+import optax
+
+from cnx2rg_jax import sharding
+from cnx2rg_jax.models.cnx2rg import CNX2RG
+from cnx2rg_jax.models.config import ModelConfig
+from cnx2rg_jax.training import state as state_lib, steps
+
+B, S, T, V = 8, 32, 12, 48
+LR = 0.05
+
+
+def run(mesh):
+  cfg = ModelConfig(vocab_size=V, max_len=T, resnet_depth=18, d_model=64, d_ff=128,
+                    num_heads=4, num_encoder_layers=1, num_decoder_layers=1, rm_num_slots=2,
+                    rm_num_heads=4, rm_d_model=64, dropout=0.1)
+  model = CNX2RG(cfg)
+  tx = optax.sgd(LR)
+  state, shardings = state_lib.create_state(model, tx, mesh, image_size=S, num_tokens=T - 1,
+                                            seed=0)
+  init_params = jax.device_get(state.params)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(4, V, (B, T)).astype(np.int32)
+  tokens[:, 0] = 1
+  mask = np.ones((B, T), np.int32)
+  mask[:, 9:] = 0
+  local = {"image": rng.normal(size=(B, S, S, 1)).astype(np.float32), "report_tokens": tokens,
+           "report_mask": mask,
+           "keyword_labels": rng.choice([-2, -1, 0, 1], (B, 48)).astype(np.int8)}
+  batch = sharding.global_batch(local, mesh)
+  step = steps.make_train_step(model, tx, mesh, shardings,
+                               {k: v.shape for k, v in local.items()}, keyword_weight=0.5,
+                               dropout_seed=1, lr_fn=lambda _: LR)
+  losses, params = [], []
+  for _ in range(2):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+    params.append(jax.device_get(state.params))
+  return state, losses, init_params, params
+
+
+def _worst(a_tree, b_tree):
+  """(|a - b| - 1e-5 |b| - 1e-6, path) of each parameter, worst first: > 0 fails rtol 1e-5
+  with atol 1e-6."""
+  out = []
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(a_tree), jax.tree.leaves(b_tree)):
+    a, b = np.asarray(a), np.asarray(b)
+    out.append((float((np.abs(a - b) - 1e-5 * np.abs(b) - 1e-6).max()),
+                jax.tree_util.keystr(path)))
+  return sorted(out, reverse=True)
+
+
+def main():
+  assert len(jax.devices()) == 8, jax.devices()
+  s_mesh, l_mesh, _, p_mesh = run(sharding.make_mesh((4, 2), ("data", "model")))
+  _, l_one, p0, p_one = run(sharding.make_mesh((1,), ("data",), jax.devices()[:1]))
+  moved = max(float(np.abs(np.asarray(b) - np.asarray(c)).max())
+              for b, c in zip(jax.tree.leaves(p_one[0]), jax.tree.leaves(p0)))
+  leaves = jax.tree_util.tree_leaves_with_path(s_mesh.params)
+  print(json.dumps({
+      "loss_mesh": l_mesh, "loss_one": l_one, "moved": moved,
+      "worst": [_worst(a, b)[:5] for a, b in zip(p_mesh, p_one)],
+      "spec": {jax.tree_util.keystr(p): str(x.sharding.spec) for p, x in leaves},
+      "shard": {jax.tree_util.keystr(p): [list(x.addressable_shards[0].data.shape),
+                                          list(x.shape)] for p, x in leaves}}))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,62 @@
+"""The train step on a (4, 2) data x model mesh of 8 simulated CPU devices equals one device."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def result():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  res = subprocess.run([sys.executable, str(REPO / "tests/helpers/sharded_step.py")], env=env,
+                       capture_output=True, text=True, timeout=900, cwd=REPO)
+  assert res.returncode == 0, res.stderr[-3000:]
+  return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_same_losses_and_first_update_as_one_device(result):
+  for a, b in zip(result["loss_mesh"], result["loss_one"]):
+    assert a == pytest.approx(b, rel=1e-5)
+  assert result["loss_one"][1] < result["loss_one"][0]  # the steps did something
+  assert result["moved"] > 1e-3
+  excess, where = result["worst"][0][0]
+  assert excess <= 0, f"after step 1, {where} differs from the one-device run (rtol 1e-5)"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open: after the SECOND step on the (4, 2) mesh the ResNet stem kernel is ~1.8e-3 off the "
+    "one-device run although both losses agree to 1e-7 and step 1 matches; (8,) and (1, 8) "
+    "meshes match. Not understood yet (issue 5 notes)."))
+def test_second_update_as_one_device(result):
+  excess, where = result["worst"][1][0]
+  assert excess <= 0, f"after step 2, {where} differs from the one-device run (rtol 1e-5)"
+
+
+@pytest.mark.parametrize("path, axis, dim", [
+    ("['transformer']['decoder_layers_0']['ffn']['wi']['kernel']", 1, 1),
+    ("['transformer']['decoder_layers_0']['ffn']['wo']['kernel']", 0, 0),
+    ("['transformer']['logit']['kernel']", 1, 1),
+])
+def test_model_axis_splits_the_large_matrices(result, path, axis, dim):
+  spec = result["spec"][path]
+  assert "'model'" in spec, spec
+  shard, full = result["shard"][path]
+  assert shard[dim] * 2 == full[dim]  # split in two over 'model'
+  assert [s for i, s in enumerate(shard) if i != dim] == [f for i, f in enumerate(full)
+                                                          if i != dim]
+
+
+@pytest.mark.parametrize("path", [
+    "['transformer']['decoder_layers_0']['norm_ff']['scale']",
+    "['visual']['resnet']['layer4_1']['conv2']['kernel']",  # ResNet replicated (sharding.py)
+])
+def test_the_rest_is_replicated(result, path):
+  shard, full = result["shard"][path]
+  assert shard == full
