@@ -70,8 +70,29 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   ev.clinical_scorer = "labeler"  # clinical P/R/F1 pairs: "labeler" (rules) | "cn_radgraph"
   ev.cn_radgraph_dir = ""  # "cn_radgraph": workdir of a trained extractor (configs/cn_radgraph.py)
 
-  c.train = tr = ml_collections.ConfigDict()
+  c.mesh = ms = ml_collections.ConfigDict()  # see cnx2rg_jax/sharding.py
+  ms.shape = (-1,)  # devices per axis; -1 takes the rest
+  ms.axes = ("data",)  # "data" (batch split) and optionally "model" (large matrices split)
+
+  c.train = tr = ml_collections.ConfigDict()  # see cnx2rg_jax/training/
   tr.batch_size = 16  # global batch (R2Gen: 16)
+  tr.num_steps = 1000
+  tr.log_every = 20  # progress line, TensorBoard scalars, NaN/Inf check
+  tr.checkpoint_every = 250  # 0 = only at the end
+  tr.eval_every = 500  # beam search on val (arrives with the eval mode)
+  tr.keep_last = 2  # checkpoints kept besides the best by val BLEU-4
+  tr.keep_best = 1
+  tr.lr_visual = 5e-5  # R2Gen: 5e-5 for the visual extractor
+  tr.lr_rest = 1e-4  # R2Gen: 1e-4 for the rest
+  tr.lr_schedule = "step"  # "step" (R2Gen's StepLR) | "cosine" | "constant"
+  tr.lr_step_epochs = 50  # StepLR step size in epochs (R2Gen IU X-Ray: 50; MIMIC-CXR: 1)
+  tr.lr_gamma = 0.1  # StepLR factor (IU X-Ray: 0.1; MIMIC-CXR: 0.8)
+  tr.lr_end_fraction = 0.0  # cosine: final lr as a fraction of the peak
+  tr.warmup_steps = 0  # linear warmup from 0 before any schedule
+  tr.weight_decay = 5e-5  # torch Adam's L2 weight decay
+  tr.clip_value = 0.1  # gradient clip by value (0 = off)
+  tr.amsgrad = True
+  tr.keyword_weight = 0.0  # lambda of the keyword BCE (the paper's auxiliary loss; 0 = off)
 
   c.bench = b = ml_collections.ConfigDict()
   b.input_batches = 100  # batches timed by --mode=bench_input, after b.input_warmup

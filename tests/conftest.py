@@ -1,13 +1,22 @@
 """Shared fixtures: tiny synthetic builds, made once per test session."""
 
 import os
+import pathlib
+import tempfile
 
+import jax
 import ml_collections
 import pytest
 
 # Tests run on the CPU, quietly, whatever the machine has.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Several tests compile the same small train step (fresh closures, same HLO); XLA:CPU takes
+# tens of seconds for a ResNet step, so compiled programs are cached on disk across tests.
+jax.config.update("jax_compilation_cache_dir",
+                  str(pathlib.Path(tempfile.gettempdir()) / "cnx2rg_jax_test_xla_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def tiny_config(data_dir: str, num_examples: int = 60) -> ml_collections.ConfigDict:
