@@ -75,7 +75,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
     key = jax.random.fold_in(base_key, state.step)
     (_, (aux, new_stats)), grads = jax.value_and_grad(loss, has_aux=True)(
         state.params, state.batch_stats, batch, key)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
