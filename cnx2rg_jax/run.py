@@ -50,8 +50,6 @@ def run_cn_radgraph(config, workdir: str, mode: str, split: str) -> int:
   if mode == "eval":
     scores = radgraph_train.eval_split(config, workdir, split)
   else:
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
     scores = radgraph_train.train(config, workdir)
     print(f"saved the best model (val relation F1) to {workdir}/{radgraph_extractor.MODEL_DIR}")
   print(json.dumps({k: v for k, v in scores.items() if k != "per_label"}))

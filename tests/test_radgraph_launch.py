@@ -47,8 +47,10 @@ def test_eval_mode_and_a_second_train_in_the_same_workdir(trained):
   written = json.loads((workdir / "eval" / "cn_radgraph_test_metrics.json").read_text())
   assert written["split"] == "test" and written["num_reports"] == 12  # 60 reports, 7:1:2
   assert json.loads(res.stdout.strip().splitlines()[-1])["entity_f1"] == written["entity_f1"]
-  again = _launch(config, f"--workdir={workdir}")
+  before = (workdir / "config.json").read_text()
+  again = _launch(config, f"--workdir={workdir}", "--config.train.num_steps=7")
   assert again.returncode == 2 and "already holds a trained CN-RadGraph" in again.stderr
+  assert (workdir / "config.json").read_text() == before  # the refused run changed nothing
   assert "Traceback" not in again.stderr
   wrong = _launch(config, f"--workdir={workdir}", "--mode=bench_decode")
   assert wrong.returncode == 2 and "not a CN-RadGraph mode" in wrong.stderr

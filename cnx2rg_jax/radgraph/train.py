@@ -115,6 +115,8 @@ def train(config, workdir: str, log=print) -> dict:
         "Use another --workdir, delete that folder to train again, or evaluate it with "
         "--mode=eval")
   tr, mc = config.train, config.model
+  pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+  (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
   splits = load_reports(config.data)
   for s in ("train", "val"):
     if not splits[s]:
