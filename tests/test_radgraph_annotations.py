@@ -10,10 +10,11 @@ import random
 import numpy as np
 import pytest
 
+from cnx2rg_jax.data import splits
 from cnx2rg_jax.radgraph import annotations as ann
 from cnx2rg_jax.radgraph import export_synthetic
 from cnx2rg_jax.text import report_graph
-from tfds_cncxr import cncxr, release
+from tfds_cncxr import cncxr
 from tfds_cncxr.synthetic import generate
 
 TEXT = "右侧胸腔积液，双肺纹理增多。"
@@ -407,7 +408,7 @@ def test_with_splits_none_given_is_7_1_2_by_id():
   assert [r.id for r in out] == [r.id for r in reports]
   assert [sum(r.split == s for r in out) for s in ann.SPLITS] == [35, 5, 10]
   split_of = {r.id: r.split for r in out}
-  assert split_of == release._flat_split_of([r.id for r in reports], 4)  # the release's rule
+  assert split_of == splits.split_by_id([r.id for r in reports], 4)  # the release's rule
   shuffled = list(reports)
   random.Random(0).shuffle(shuffled)
   assert {r.id: r.split for r in ann.with_splits(shuffled, seed=4)} == split_of

@@ -23,13 +23,13 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
+from cnx2rg_jax.data import splits
 from cnx2rg_jax.text.keywords import KEYWORD_INDEX, NOT_MENTIONED, NUM_KEYWORDS
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
 
 ANNOTATION_FILE = "annotation.json"
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-FLAT_SPLIT_FRACTIONS = (0.7, 0.1)  # train, val; test takes the rest
 KEYWORD_VALUES = (1, 0, -1)
 MAX_AGE_YEARS = 150.0
 PNG_COMPRESS_LEVEL = 1
@@ -114,17 +114,6 @@ def _top_level(data: Any, ann: str) -> tuple[dict[str, list], bool]:
       raise ReleaseFormatError(f"{ann!r}: {key!r} must be a list of entries, "
                                f"not {type(value).__name__}")
   return lists, False
-
-
-def _flat_split_of(ids: list[str], seed: int) -> dict[str, str]:
-  """id -> split for a flat release: sorted ids, permuted by `seed`, cut 7:1:2 (rounded)."""
-  ids = sorted(set(ids))
-  n = len(ids)
-  order = np.random.default_rng(seed).permutation(n)
-  n_train = round(FLAT_SPLIT_FRACTIONS[0] * n)
-  n_val = min(round(FLAT_SPLIT_FRACTIONS[1] * n), n - n_train)
-  names = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
-  return {ids[int(i)]: name for i, name in zip(order, names)}
 
 
 def _parse_age(value: Any) -> float:
@@ -285,7 +274,7 @@ def read_annotation(manual_dir, *, skip_bad_examples: bool = False, split_seed: 
   root = manual_dir.resolve()
   lists, flat = _top_level(data, str(manual_dir / ANNOTATION_FILE))
   if flat:
-    split_of = _flat_split_of([r["id"] for r in lists["all"] if isinstance(r, dict)
+    split_of = splits.split_by_id([r["id"] for r in lists["all"] if isinstance(r, dict)
                                and isinstance(r.get("id"), str) and r["id"].strip()], split_seed)
   out: dict[str, list[ReleaseEntry]] = {s: [] for s in SPLITS}
   skipped: list[dict] = []

@@ -41,12 +41,12 @@ from typing import Any, Callable, Container, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from cnx2rg_jax.data import splits
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
 
 SPLITS = ("train", "val", "test")
-SPLIT_FRACTIONS = (0.7, 0.1)  # train, val; test takes the rest (tfds_cncxr.release's)
 _SPLIT_NAMES = {"train": "train", "val": "val", "dev": "val", "test": "test"}
 _REPORT_KEYS = ("text", "data_split", "entities", "data_source")
 _ENTITY_KEYS = ("tokens", "label", "start_ix", "end_ix", "relations", "keyword")
@@ -422,19 +422,6 @@ def write_annotations(path: PathLike, reports: Iterable[AnnotatedReport]) -> Non
 # Splits and the synthetic set.
 
 
-def _split_by_id(ids: Sequence[str], seed: int) -> dict[str, str]:
-  """id -> split: sorted ids permuted by `seed`, cut 7:1:2 (rounded). The rule of
-  tfds_cncxr.release for a release without splits, restated here because importing tfds_cncxr
-  imports and registers the TFDS builder."""
-  ids = sorted(set(ids))
-  n = len(ids)
-  order = np.random.default_rng(seed).permutation(n)
-  n_train = round(SPLIT_FRACTIONS[0] * n)
-  n_val = min(round(SPLIT_FRACTIONS[1] * n), n - n_train)
-  names = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
-  return {ids[int(i)]: name for i, name in zip(order, names)}
-
-
 def with_splits(reports: Iterable[AnnotatedReport], seed: int) -> list[AnnotatedReport]:
   """`reports` (in their order), each with a split.
 
@@ -456,7 +443,7 @@ def with_splits(reports: Iterable[AnnotatedReport], seed: int) -> list[Annotated
       raise AnnotationError(f"report id {r.id!r} appears more than once; report ids must be "
                             "unique to split by id")
     seen.add(r.id)
-  split_of = _split_by_id([r.id for r in reports], seed)
+  split_of = splits.split_by_id([r.id for r in reports], seed)
   return [dataclasses.replace(r, split=split_of[r.id]) for r in reports]
 
 
