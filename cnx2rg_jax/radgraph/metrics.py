@@ -2,13 +2,16 @@
 
 As in RadGraph's evaluation: an entity is right when its character span and its label both match
 a gold entity; a relation is right when its label matches and both of its entities are right
-(span and label). Counts are summed over all reports before dividing. A 0/0 ratio is 0, except
-that with no gold and no predicted items at all every figure is None (nothing to score).
+(span and label). Counts are summed over all reports before dividing; the 0/0 conventions are
+those of the clinical metric (`evaluation.clinical.prf`): a 0/0 ratio is 0, except that with no
+gold and no predicted items at all every figure is None (nothing to score).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
+
+from cnx2rg_jax.evaluation import clinical
 
 Graph = tuple[Sequence[dict], Sequence[dict]]  # (entities, relations)
 
@@ -23,14 +26,9 @@ def relation_set(entities: Sequence[dict], relations: Sequence[dict]) -> set[tup
 
 
 def _prf(tp: int, fp: int, fn: int, prefix: str) -> dict:
-  if tp + fp + fn == 0:
-    p = r = f = None
-  else:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-  return {f"{prefix}_precision": p, f"{prefix}_recall": r, f"{prefix}_f1": f,
-          f"{prefix}_tp": tp, f"{prefix}_fp": fp, f"{prefix}_fn": fn}
+  """clinical.prf's figures (same 0/0 conventions) and the counts, keys prefixed."""
+  out = {f"{prefix}_{k}": v for k, v in clinical.prf(tp, fp, fn).items()}
+  return {**out, f"{prefix}_tp": tp, f"{prefix}_fp": fp, f"{prefix}_fn": fn}
 
 
 def graph_scores(predicted: Sequence[Graph], gold: Sequence[Graph]) -> dict:
