@@ -152,16 +152,22 @@ def _canonical(report_id: str, text: str, split: str, entities: Sequence[tuple[A
   return AnnotatedReport(report_id, text, split, ents, tuple(rels))
 
 
+def _check_keys(obj: dict, allowed: Sequence[str],
+                fail: Callable[[str], AnnotationError]) -> None:
+  """Raises fail(problem) for a key given twice in `obj` or a key outside `allowed`."""
+  if getattr(obj, "duplicate", None) is not None:
+    raise fail(f"key {obj.duplicate!r} appears more than once; give it once")
+  extra = sorted(set(obj) - set(allowed))
+  if extra:
+    raise fail(f"unknown key(s) {extra}; allowed: {', '.join(allowed)}")
+
+
 def _read_entity(text: str, eid: str, ent: Any, fail: Callable[..., AnnotationError]
                  ) -> tuple[dict, Any]:
   """(internal entity, its raw "relations") of one file entity."""
   if not isinstance(ent, dict):
     raise fail(eid, f"must be an object with tokens, label, start_ix and end_ix, not {_kind(ent)}")
-  if getattr(ent, "duplicate", None) is not None:
-    raise fail(eid, f"key {ent.duplicate!r} appears more than once; give it once")
-  extra = sorted(set(ent) - set(_ENTITY_KEYS))
-  if extra:
-    raise fail(eid, f"unknown key(s) {extra}; allowed: {', '.join(_ENTITY_KEYS)}")
+  _check_keys(ent, _ENTITY_KEYS, lambda problem: fail(eid, problem))
   start, end = ent.get("start_ix"), ent.get("end_ix")
   if not (_is_int(start) and _is_int(end)):
     raise fail(eid, f"start_ix {start!r} and end_ix {end!r} must both be integers: the "
@@ -226,11 +232,7 @@ def _read_report(source: str, report_id: Any, value: Any) -> AnnotatedReport:
     raise fail(None, "a report id must be a non-empty string")
   if not isinstance(value, dict):
     raise fail(None, f'must be an object with "text" and "entities", not {_kind(value)}')
-  if getattr(value, "duplicate", None) is not None:
-    raise fail(None, f"key {value.duplicate!r} appears more than once; give it once")
-  extra = sorted(set(value) - set(_REPORT_KEYS))
-  if extra:
-    raise fail(None, f"unknown key(s) {extra}; allowed: {', '.join(_REPORT_KEYS)}")
+  _check_keys(value, _REPORT_KEYS, lambda problem: fail(None, problem))
   text = value.get("text")
   if not isinstance(text, str):
     raise fail(None, f'"text" must be the report\'s text, a string, not {_kind(text)}')
