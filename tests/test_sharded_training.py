@@ -30,10 +30,6 @@ def test_same_losses_and_first_update_as_one_device(result):
   assert excess <= 0, f"after step 1, {where} differs from the one-device run (rtol 1e-5)"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: after the SECOND step on the (4, 2) mesh the ResNet stem kernel is ~1.8e-3 off the "
-    "one-device run although both losses agree to 1e-7 and step 1 matches; (8,) and (1, 8) "
-    "meshes match. Not understood yet (issue 5 notes)."))
 def test_second_update_as_one_device(result):
   excess, where = result["worst"][1][0]
   assert excess <= 0, f"after step 2, {where} differs from the one-device run (rtol 1e-5)"
