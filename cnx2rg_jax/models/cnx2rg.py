@@ -29,7 +29,8 @@ class CNX2RG(nn.Module):
     self.visual = VisualEncoder(self.config, frozen_bn=self.frozen_bn)
     self.prompt = PromptFusion(self.config)
     self.keyword_head = KeywordHead(self.config)
-    self.transformer = ReportTransformer(self.config, r2gen_layernorm=self.r2gen_layernorm)
+    self.transformer = ReportTransformer(self.config, r2gen_layernorm=self.r2gen_layernorm,
+                                         att_embed_dropout=self.config.visual_dropout)
 
   def visual_features(self, images: jax.Array, prompt_features: Optional[jax.Array] = None,
                       train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -50,6 +51,14 @@ class CNX2RG(nn.Module):
     """Eval-mode encoding: (encoder memory [B, N, d_model], keyword logits [B, 48])."""
     feats, keyword_logits = self.visual_features(images, prompt_features, train=False)
     return self.transformer.encode(feats), keyword_logits
+
+  def encode_with_features(self, images: jax.Array, prompt_features: Optional[jax.Array] = None
+                           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`encode` plus the ResNet's pooled features [B, d_vf] (for retrieval), in one pass."""
+    patches, pooled = self.visual(images, train=False)
+    feats = self.prompt(patches, prompt_features)
+    keyword_logits = self.keyword_head(pooled, deterministic=True)
+    return self.transformer.encode(feats), keyword_logits, pooled
 
   def encode_features(self, visual_feats: jax.Array) -> jax.Array:
     """Encoder memory from precomputed visual tokens [B, N, d_vf] (skips the ResNet)."""

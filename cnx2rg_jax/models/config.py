@@ -6,8 +6,9 @@ import dataclasses
 
 import jax.numpy as jnp
 
-# Channels of a ResNet's layer4 by depth (torchvision's definitions).
+# Channels of a ResNet's layer4 by depth at torchvision's base width 64 (they scale with the width).
 RESNET_FEATURES = {18: 512, 34: 512, 50: 2048, 101: 2048}
+TORCHVISION_WIDTH = 64
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -20,6 +21,9 @@ class ModelConfig:
   num_keywords: int = 48
   # Visual encoder.
   resnet_depth: int = 101
+  # Channels of the ResNet stem and layer1 (torchvision: 64); layer2..4 double it each. Smaller
+  # widths are for CPU demos; pretrained torchvision weights need 64.
+  resnet_width: int = 64
   # Prompt module: learnable prompt tokens, plus optional frozen image-text encoder features.
   num_prompts: int = 0  # 0 switches the learnable prompts off
   prompt_feature_dim: int = 0  # width of precomputed frozen-encoder features; 0 = none
@@ -30,6 +34,7 @@ class ModelConfig:
   num_encoder_layers: int = 3
   num_decoder_layers: int = 3
   dropout: float = 0.1
+  visual_dropout: float = 0.5  # after att_embed on the visual tokens (R2Gen's drop_prob_lm)
   # Relational memory.
   rm_num_slots: int = 3
   rm_num_heads: int = 8
@@ -43,7 +48,9 @@ class ModelConfig:
     if self.resnet_depth not in RESNET_FEATURES:
       raise ValueError(f"model.resnet_depth={self.resnet_depth}; choose one of "
                        f"{sorted(RESNET_FEATURES)}")
-    return RESNET_FEATURES[self.resnet_depth]
+    if self.resnet_width < 1:
+      raise ValueError(f"model.resnet_width={self.resnet_width}; it must be >= 1 (torchvision: 64)")
+    return RESNET_FEATURES[self.resnet_depth] * self.resnet_width // TORCHVISION_WIDTH
 
   @property
   def compute_dtype(self):

@@ -47,7 +47,7 @@ RESNET_LAYERS = {
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
 }
-STAGE_WIDTHS = (64, 128, 256, 512)
+STAGE_WIDTHS = (64, 128, 256, 512)  # torchvision's, at base width 64
 BOTTLENECK_EXPANSION = 4
 CONV_AXES = ("conv_h", "conv_w", "conv_in", "conv_out")
 BN_AXES = ("conv_out",)
@@ -115,10 +115,12 @@ class ResNet(nn.Module):
 
   `__call__(x, train)` takes NHWC float images with `in_channels` channels and returns the layer4
   feature map [B, ceil(H/32), ceil(W/32), C] (C = 512 for depths 18/34, 2048 for 50/101) in `dtype`.
+  `width` is the stem's channel count (torchvision: 64); every stage scales with it, so C scales too.
   With `train=True` and `frozen_bn=False`, the 'batch_stats' collection must be mutable.
   """
   depth: int = 101
   in_channels: int = 1
+  width: int = 64
   dtype: Any = jnp.float32
   frozen_bn: bool = False
 
@@ -133,14 +135,15 @@ class ResNet(nn.Module):
     block_cls = BasicBlock if kind == "basic" else Bottleneck
     ura = self.frozen_bn or not train
     x = jnp.asarray(x, self.dtype)
-    x = _conv(64, 7, 2, self.dtype, "conv1")(x)
+    scale = lambda c: c * self.width // STAGE_WIDTHS[0]  # noqa: E731
+    x = _conv(scale(64), 7, 2, self.dtype, "conv1")(x)
     x = nn.relu(_bn(ura, self.dtype, "bn1")(x))
     # nn.max_pool pads with -inf, as torch's MaxPool2d(3, 2, padding=1) does.
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, (planes, n) in enumerate(zip(STAGE_WIDTHS, blocks)):
       for j in range(n):
         stride = 2 if (stage > 0 and j == 0) else 1
-        x = block_cls(planes, stride, ura, self.dtype, name=f"layer{stage + 1}_{j}")(x)
+        x = block_cls(scale(planes), stride, ura, self.dtype, name=f"layer{stage + 1}_{j}")(x)
     return x
 
 
@@ -158,7 +161,8 @@ class VisualEncoder(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     cfg = self.config
-    fmap = ResNet(depth=cfg.resnet_depth, in_channels=1, dtype=cfg.compute_dtype,
+    fmap = ResNet(depth=cfg.resnet_depth, in_channels=1, width=cfg.resnet_width,
+                  dtype=cfg.compute_dtype,
                   frozen_bn=self.frozen_bn, name="resnet")(images, train=train)
     b, h, w, c = fmap.shape
     patches = fmap.reshape(b, h * w, c)
