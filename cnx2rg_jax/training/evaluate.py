@@ -1,0 +1,121 @@
+"""Scoring generated reports: a split's beam-search reports, their metrics, the baselines beside
+them, and the files of DIR/eval/.
+
+    DIR/eval/<split>_metrics.json   the model's metrics (DESIGN.md's keys, plus per-keyword ones)
+    DIR/eval/<split>_reports.jsonl  {"id", "prediction", "reference"} one line a report
+    DIR/eval/<split>_table.md       the model beside the baselines (--mode=train and eval)
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+
+from cnx2rg_jax.data import dataset
+from cnx2rg_jax.evaluation import baselines, reports_io, score
+from cnx2rg_jax.training import generate
+
+# The columns of the printed table and of TensorBoard's eval scalars.
+TABLE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
+                 "clinical_precision", "clinical_recall", "clinical_f1")
+
+
+def rows_of(texts: dataset.SplitTexts, index: np.ndarray, predictions: list[str]) -> list[dict]:
+  return [{"id": str(texts.ids[i]), "prediction": p, "reference": texts.reports[i]}
+          for i, p in zip(index.tolist(), predictions)]
+
+
+def generate_split(generator: generate.ReportGenerator, variables, prepared, split: str, data,
+                   tokenizer, limit: int = 0) -> tuple[list[dict], generate.Outputs]:
+  """Beam-search reports for `split` (its first `limit` examples if > 0): (rows, outputs)."""
+  batches, steps = generate.split_batches(prepared, split, data, tokenizer,
+                                          generator.local_batch, limit)
+  out = generator.run_stream(variables, batches, steps)
+  texts = dataset.read_split_texts(prepared, split)
+  return rows_of(texts, out.index, generate.decode_texts(tokenizer, out.token_ids)), out
+
+
+def split_features(generator: generate.ReportGenerator, variables, prepared, split: str, data,
+                   tokenizer) -> generate.Outputs:
+  """Pooled image features (and keyword probabilities) of every example of `split`."""
+  batches, steps = generate.split_batches(prepared, split, data, tokenizer,
+                                          generator.local_batch)
+  return generator.run_stream(variables, batches, steps, with_reports=False)
+
+
+def metrics_of(rows: list[dict], labeler: Callable, meteor: bool, step: Optional[int] = None
+               ) -> dict:
+  """DESIGN.md's metrics dict of `rows` (see `evaluation.score.score_rows`)."""
+  out = score.score_rows(rows, meteor=meteor, labeler=labeler)
+  if step is not None:
+    out["step"] = int(step)
+  return out
+
+
+def baseline_rows(generator, variables, prepared, split: str, data, tokenizer,
+                  test_out: generate.Outputs, rows: list[dict]) -> dict[str, list[dict]]:
+  """The two baselines' predictions for the same rows as the model's (see `baselines`)."""
+  train_texts = dataset.read_split_texts(prepared, "train")
+  frequent = baselines.most_frequent_report(train_texts.reports)
+  train_out = split_features(generator, variables, prepared, "train", data, tokenizer)
+  neighbours = baselines.nearest_neighbour_reports(
+      train_out.features, [train_texts.reports[i] for i in train_out.index], test_out.features)
+  return {
+      "most frequent train report": [{**r, "prediction": frequent} for r in rows],
+      "nearest neighbour (image features)": [{**r, "prediction": p}
+                                             for r, p in zip(rows, neighbours)],
+  }
+
+
+def write_split(workdir: str, split: str, metrics: dict, rows: list[dict]) -> pathlib.Path:
+  out = pathlib.Path(workdir) / "eval"
+  out.mkdir(parents=True, exist_ok=True)
+  (out / f"{split}_metrics.json").write_text(
+      json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+  reports_io.write_jsonl(out / f"{split}_reports.jsonl", rows)
+  return out
+
+
+def _cell(value) -> str:
+  return "n/a" if value is None else f"{value:.3f}"
+
+
+def table(results: dict[str, dict]) -> str:
+  """A Markdown table: one row a method, TABLE_METRICS as columns."""
+  head = "| method | " + " | ".join(TABLE_METRICS) + " |"
+  rule = "|---|" + "---:|" * len(TABLE_METRICS)
+  body = [f"| {name} | " + " | ".join(_cell(m.get(k)) for k in TABLE_METRICS) + " |"
+          for name, m in results.items()]
+  return "\n".join([head, rule, *body])
+
+
+def evaluate_with_baselines(generator, variables, prepared, split: str, config, tokenizer,
+                            labeler: Callable, workdir: str, step: int,
+                            log: Callable[[str], None] = print) -> dict[str, dict]:
+  """Beam search on `split`, the baselines, all scored; writes DIR/eval/; returns the results
+  by method name (the model's under "CN-X2RG")."""
+  start = time.perf_counter()
+  rows, out = generate_split(generator, variables, prepared, split, config.data, tokenizer)
+  log(f"generated {len(rows)} {split} reports with beam {config.decode.beam_size} in "
+      f"{time.perf_counter() - start:.1f} s")
+  meteor = config.eval.meteor
+  results = {"CN-X2RG": metrics_of(rows, labeler, meteor, step)}
+  for name, b_rows in baseline_rows(generator, variables, prepared, split, config.data,
+                                    tokenizer, out, rows).items():
+    results[name] = metrics_of(b_rows, labeler, meteor)
+  if jax.process_index() != 0:  # every process computed the same rows; one writes them
+    return results
+  folder = write_split(workdir, split, results["CN-X2RG"], rows)
+  (folder / f"{split}_baselines.json").write_text(
+      json.dumps({k: v for k, v in results.items() if k != "CN-X2RG"}, ensure_ascii=False,
+                 indent=2) + "\n", encoding="utf-8")
+  text = table(results)
+  (folder / f"{split}_table.md").write_text(
+      f"{split} split, {len(rows)} reports, checkpoint step {step}, clinical scorer "
+      f"{config.eval.clinical_scorer}\n\n{text}\n", encoding="utf-8")
+  return results

@@ -1,0 +1,144 @@
+"""Reports from images with a trained CN-X2RG: what eval during training, `--mode=eval`,
+`--mode=predict` and the retrieval baseline share.
+
+`ReportGenerator` runs one jitted program per fixed-size global batch: the eval-mode encoder,
+the keyword head, the pooled image features and the beam search (`models.search`). Short batches
+are padded to the fixed size (one compiled shape), and rows are tracked by an integer index, so
+that every process of a multi-host run can feed its own shard and all of them get every row back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from cnx2rg_jax import sharding
+from cnx2rg_jax.data import dataset, pipeline
+from cnx2rg_jax.models import search
+from cnx2rg_jax.models.cnx2rg import CNX2RG
+
+
+@dataclasses.dataclass
+class Outputs:
+  """Per-row results, ordered by `index` (the row's position in its split or file list)."""
+
+  index: np.ndarray  # int64 [N]
+  token_ids: Optional[np.ndarray]  # int32 [N, max_len]: tokens after bos (None: features only)
+  keyword_probs: np.ndarray  # float32 [N, 48]: the keyword head's sigmoid
+  features: np.ndarray  # float32 [N, d_vf]: the ResNet's pooled features
+
+
+class ReportGenerator:
+  """Beam search (or features only) over batches of images, data-parallel on `mesh`.
+
+  `batch_size` is global; it must split evenly over the processes and the mesh's data axis.
+  """
+
+  def __init__(self, model: CNX2RG, mesh: Mesh, decode, batch_size: int):
+    n_data = mesh.shape[sharding.DATA_AXIS]
+    if batch_size % (jax.process_count() * n_data):
+      raise ValueError(f"eval.batch_size={batch_size} must split evenly over "
+                       f"{jax.process_count()} process(es) and the mesh's {n_data} data shards")
+    self.model, self.mesh, self.decode = model, mesh, decode
+    self.batch_size = batch_size
+    self.local_batch = batch_size // jax.process_count()
+    self._search = jax.jit(self._search_fn)
+    self._features = jax.jit(self._features_fn)
+
+  def _search_fn(self, variables, images):
+    memory, keyword_logits, pooled = self.model.apply(variables, images,
+                                                      method=CNX2RG.encode_with_features)
+    d = self.decode
+    ids, _ = search.search_reports(self.model, variables, memory, beam_size=d.beam_size,
+                                   max_len=d.max_len, length_penalty=d.length_penalty,
+                                   block_trigrams=d.block_trigrams)
+    return ids, jax.nn.sigmoid(keyword_logits), pooled.astype(jnp.float32)
+
+  def _features_fn(self, variables, images):
+    _, keyword_logits, pooled = self.model.apply(variables, images,
+                                                 method=CNX2RG.encode_with_features)
+    return jax.nn.sigmoid(keyword_logits), pooled.astype(jnp.float32)
+
+  def run_batch(self, variables, images: np.ndarray, index: np.ndarray, with_reports: bool = True
+                ) -> tuple:
+    """One global step from this process's `images` [b <= local_batch, H, W, 1] with row
+    indices `index` [b]; returns (index, ids or None, keyword_probs, features) of all processes'
+    real rows, gathered to every process."""
+    b = len(index)
+    if b > self.local_batch:
+      raise ValueError(f"{b} images for a per-process batch of {self.local_batch}")
+    pad = self.local_batch - b
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    index = np.concatenate([np.asarray(index, np.int64), np.full((pad,), -1, np.int64)])
+    batch = sharding.global_batch({"image": images.astype(np.float32)}, self.mesh)
+    if with_reports:
+      ids, probs, feats = self._search(variables, batch["image"])
+    else:
+      (probs, feats), ids = self._features(variables, batch["image"]), None
+    outs = [index, probs, feats] + ([ids] if ids is not None else [])
+    if jax.process_count() > 1:
+      outs = [np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in outs]
+    else:
+      outs = [np.asarray(x) for x in outs]
+    keep = outs[0] >= 0
+    index, probs, feats = outs[0][keep], outs[1][keep], outs[2][keep]
+    ids = outs[3][keep] if with_reports else None
+    return index, ids, probs, feats
+
+  def run_stream(self, variables, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+                 num_batches: int, with_reports: bool = True) -> Outputs:
+    """All rows of `num_batches` (images, index) pairs; a process whose stream ends early feeds
+    empty batches, so that every process runs the same number of global steps."""
+    parts: list[tuple] = []
+    empty = None
+    for _ in range(num_batches):
+      item = next(batches, None)
+      if item is None:
+        item = empty
+      else:
+        empty = (item[0][:0], item[1][:0])
+      if item is None:  # this process has no rows at all: shapes come from the first step
+        raise ValueError("a process has no rows to feed; give it at least one")
+      parts.append(self.run_batch(variables, *item, with_reports=with_reports))
+    index = np.concatenate([p[0] for p in parts])
+    order = np.argsort(index, kind="stable")
+    cat = lambda k: np.concatenate([p[k] for p in parts])[order]  # noqa: E731
+    return Outputs(index=index[order], token_ids=cat(1) if with_reports else None,
+                   keyword_probs=cat(2), features=cat(3))
+
+
+def split_batches(prepared: dataset.PreparedDataset, split: str, data, tokenizer,
+                  local_batch: int, limit: int = 0) -> tuple[Iterator, int]:
+  """(iterator of (images, split indices) for this process's shard of `split`, the number of
+  global steps every process runs). `limit` > 0 keeps the first `limit` examples only."""
+  n = prepared.num_examples(split)
+  if limit:
+    n = min(n, limit)
+  shard = pipeline.ProcessShard.from_jax()
+  mine = np.arange(shard.index, n, shard.count)
+  steps = max(1, math.ceil(math.ceil(n / shard.count) / local_batch))
+  ds = pipeline.eval_dataset(prepared, split, data, tokenizer, batch_size=local_batch,
+                             shard=shard)
+
+  def gen():
+    pos = 0
+    for batch in ds:
+      if pos >= len(mine):
+        return
+      images = batch["image"][: len(mine) - pos]
+      yield images, mine[pos:pos + len(images)]
+      pos += len(images)
+
+  return gen(), steps
+
+
+def decode_texts(tokenizer: Any, token_ids: np.ndarray) -> list[str]:
+  """Token ids after bos (eos, then pad) -> report strings."""
+  return [tokenizer.decode(row.tolist()) for row in token_ids]
