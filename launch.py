@@ -5,6 +5,8 @@
 Flags and optional multi-host start-up only; the logic lives in `cnx2rg_jax.run`.
 """
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -27,10 +29,35 @@ def main(argv):
   if _COORDINATOR.value:
     import jax  # pylint: disable=import-outside-toplevel
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  return run.main(_CONFIG.value, workdir=_WORKDIR.value, mode=_MODE.value, split=_SPLIT.value,
+  try:
+    config = _CONFIG.value
+    config.keys()  # a config file that failed to load raises here, not at parse time
+  except OSError as e:  # ml_collections reports a missing config file only when it is read
+    print(f"error: {str(e).splitlines()[-1].strip()}: no such config file "
+          f"({flags.FLAGS['config'].serialize()}); see configs/ for the ones there are",
+          file=sys.stderr)
+    return 2
+  return run.main(config, workdir=_WORKDIR.value, mode=_MODE.value, split=_SPLIT.value,
                   images=_IMAGES.value, output=_OUTPUT.value)
+
+
+def parse_flags(argv):
+  """absl's parsing, with one-paragraph errors for a bad config file, key or value."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    # An exception inside the config file arrives with its traceback: keep what and why.
+    message = lines[0] if len(lines) < 2 or "Traceback" not in str(e) else f"{lines[0]} {lines[-1]}"
+  except (AttributeError, KeyError) as e:  # ml_collections: an override names no config key
+    message = run.unknown_key_message(argv, e)
+  except (FileNotFoundError, ValueError, TypeError) as e:  # loading the config file
+    message = f"cannot load the config: {e}"
+  print(f"error: {message}\nSee --helpshort for the flags; config keys are listed in the "
+        "config file (e.g. configs/cnx2rg.py).", file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

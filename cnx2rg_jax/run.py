@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
 import sys
 
-from cnx2rg_jax import bench
+from cnx2rg_jax import bench, config_checks, predict
 from cnx2rg_jax.data import bench as data_bench, dataset, vocabulary
+from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.radgraph import annotations, extractor as radgraph_extractor
 from cnx2rg_jax.radgraph import train as radgraph_train
+from cnx2rg_jax.training import bench_train, checkpoints, evaluate, loop, trained
 from tfds_cncxr import release
 
 MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train")
-_NOT_YET = {"eval": 5, "predict": 5, "bench_train": 5}
 
 # Errors that mean "the input is wrong", shown as one paragraph instead of a traceback.
 USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.ReleaseFormatError,
                FileNotFoundError, annotations.AnnotationError, radgraph_train.RadGraphRunError,
-               radgraph_extractor.CheckpointError)
+               radgraph_extractor.CheckpointError, config_checks.ConfigError,
+               config_checks.WorkdirError, checkpoints.CheckpointError, loop.NonFiniteLossError,
+               PermissionError, IsADirectoryError, NotADirectoryError)
 RADGRAPH_MODES = ("train", "eval")
+
+
+def unknown_key_message(argv, error: Exception) -> str:
+  """The message for a --config.KEY=VALUE override whose KEY the config file lacks."""
+  bad = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+  return (f"unknown config key ({error}) among the overrides {', '.join(bad) or '(none)'}; "
+          "every key and its default is in the config file; check the spelling and the section "
+          "(e.g. --config.train.num_steps=100, not --config.num_steps=100)")
 
 
 def prepare_data(config, workdir: str) -> str:
@@ -56,6 +66,33 @@ def run_cn_radgraph(config, workdir: str, mode: str, split: str) -> int:
   return 0
 
 
+def evaluate_run(config, workdir: str, split: str) -> dict:
+  """Beam search on `split` with the run's best checkpoint, the baselines beside it; prints the
+  table and writes DIR/eval/."""
+  run = trained.load(config, workdir)
+  prepared = dataset.prepare(config.data)
+  if split not in prepared.builder.info.splits:
+    raise config_checks.ConfigError(f"--split={split} is not a split of this dataset; use one "
+                                    f"of {', '.join(prepared.builder.info.splits)}")
+  labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
+  results = evaluate.evaluate_with_baselines(run.generator, run.variables, prepared, split,
+                                             config, run.tokenizer, labeler, workdir, run.step)
+  print(f"\n{split} split, checkpoint step {run.step} ({run.chosen_by}), clinical pairs by "
+        f"{config.eval.clinical_scorer}:\n{evaluate.table(results)}")
+  print(f"wrote {workdir}/eval/{split}_metrics.json, {split}_reports.jsonl, {split}_table.md")
+  return results
+
+
+def train_then_test(config, workdir: str) -> int:
+  """--mode=train: data, training (with val evals), then the test table."""
+  config_checks.check_workdir(config, workdir)
+  config_checks.write_config(config, workdir)
+  print(prepare_data(config, workdir), flush=True)
+  loop.train(config, workdir)
+  evaluate_run(config, workdir, "test")
+  return 0
+
+
 def main(config, *, workdir: str, mode: str, split: str, images, output: str) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)
   try:
@@ -67,16 +104,17 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str) ->
     if mode == "bench_decode":
       print(json.dumps(bench.bench_decode(config)))
       return 0
-    if mode in _NOT_YET:
-      print(f"--mode={mode} arrives with issue {_NOT_YET[mode]}; this build has the data "
-            "pipeline only (--mode=train prepares the dataset and tokenizer).", file=sys.stderr)
-      return 2
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
-    print(prepare_data(config, workdir))
-    print("Training arrives with issue 5 (model, optimizer, checkpoints); the data and tokenizer "
-          "above are what it will train on.")
-    return 0
+    config_checks.check(config)
+    if mode == "bench_train":
+      print(json.dumps(bench_train.bench_train(config)))
+      return 0
+    if mode == "train":
+      return train_then_test(config, workdir)
+    config_checks.check_workdir(config, workdir)
+    if mode == "eval":
+      evaluate_run(config, workdir, split)
+      return 0
+    return predict.run_predict(config, workdir, images, output)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -8,7 +8,7 @@ from configs import cnx2rg
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  c = cnx2rg.get_config("")
+  c = cnx2rg.get_config("paper")  # the paper's dims; no data is read
   c.variant = variant or "bench_decode"
   c.bench.vocab_size = 2000  # a CN-CXR-sized word vocabulary (the synthetic set has ~140)
   c.bench.batches = (1, 16)

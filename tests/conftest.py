@@ -24,12 +24,32 @@ def tiny_config(data_dir: str, num_examples: int = 60) -> ml_collections.ConfigD
   from configs import cnx2rg  # pylint: disable=import-outside-toplevel
   c = cnx2rg.get_config()
   c.data.data_dir = data_dir
+  # The stored synthetic size and the paper's crop (the demo's are smaller, for CPU training).
+  c.data.image_size, c.data.crop_size = 256, 224
   c.data.num_examples = num_examples
   c.data.num_shards = 2
   c.data.build_workers = 0
   c.data.num_workers = 0
   c.text.min_count = 1
   c.train.batch_size = 4
+  return c
+
+
+def tiny_model_config(data_dir: str, num_examples: int = 60) -> ml_collections.ConfigDict:
+  """`tiny_config` with a model that compiles in seconds: ResNet-18 at width 8 on 32-pixel crops,
+  d 32, one encoder and one decoder layer; beam 2 over 24 tokens; no val eval, no METEOR."""
+  c = tiny_config(data_dir, num_examples)
+  c.data.image_size, c.data.crop_size, c.data.max_tokens = 40, 32, 24
+  m = c.model
+  m.resnet_depth, m.resnet_width, m.d_model, m.d_ff, m.num_heads = 18, 8, 32, 64, 4
+  m.num_encoder_layers = m.num_decoder_layers = 1
+  m.rm_num_slots, m.rm_num_heads, m.rm_d_model = 2, 4, 32
+  c.decode.beam_size, c.decode.max_len = 2, 24
+  c.eval.batch_size, c.eval.meteor, c.eval.baselines = 8, False, True
+  c.train.batch_size = 4
+  c.train.log_every = 2
+  c.train.checkpoint_every = 0
+  c.train.eval_every = 0
   return c
 
 

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom import dcmread, uid
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence as DicomSequence
 
 from cnx2rg_jax.data import image_files
 from cnx2rg_jax.data.image_files import ImageJob, ImageReadError, expand_paths, read_image
+from tests.helpers.dicom_files import write_dicom as _write_dicom
 
 RNG = np.random.default_rng(7)
 GRAY8 = RNG.integers(0, 256, (24, 20), dtype=np.uint8)
@@ -27,26 +28,6 @@ GRAY16 = RNG.integers(300, 4000, (24, 20)).astype(np.uint16)  # 12-bit data, 16-
 RGB8 = RNG.integers(0, 256, (24, 20, 3), dtype=np.uint8)
 STORED12 = RNG.integers(0, 4096, (30, 26)).astype(np.uint16)
 SIGNED = RNG.integers(-2000, 2001, (30, 26)).astype(np.int16)
-
-
-def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
-                 bits_stored: int = 12, transfer_syntax=uid.ExplicitVRLittleEndian,
-                 **attributes) -> str:
-  """A minimal DX For Presentation file holding `pixels`; extra attributes set last."""
-  meta = FileMetaDataset()
-  meta.MediaStorageSOPClassUID = uid.DigitalXRayImageStorageForPresentation
-  meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-  meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-  ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-  ds.SOPClassUID = meta.MediaStorageSOPClassUID
-  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-  ds.Modality = "DX"
-  ds.set_pixel_data(pixels, photometric, bits_stored)
-  ds.file_meta.TransferSyntaxUID = transfer_syntax
-  for key, value in attributes.items():
-    setattr(ds, key, value)
-  ds.save_as(path, enforce_file_format=True)
-  return str(path)
 
 
 def _window_reference(x: np.ndarray, center: float, width: float) -> np.ndarray:

@@ -7,20 +7,13 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax.training import loop
-from tests.conftest import tiny_config
+from tests.conftest import tiny_model_config
 
 
 def _config(tiny_synthetic, **train):
   base, _ = tiny_synthetic
-  c = tiny_config(base.data.data_dir)
-  c.data.image_size, c.data.crop_size, c.data.max_tokens = 40, 32, 24
-  m = c.model
-  m.resnet_depth, m.d_model, m.d_ff, m.num_heads = 18, 32, 64, 4
-  m.num_encoder_layers = m.num_decoder_layers = 1
-  m.rm_num_slots, m.rm_num_heads, m.rm_d_model = 2, 4, 32
-  c.train.batch_size = 4
-  c.train.log_every = 2
-  c.train.checkpoint_every = 0
+  c = tiny_model_config(base.data.data_dir)
+  c.model.resnet_width = 64  # the torchvision width, as in the paper's configuration
   c.train.keyword_weight = 0.5
   for key, value in train.items():
     c.train[key] = value

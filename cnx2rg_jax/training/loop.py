@@ -4,7 +4,8 @@
     else created into its shardings) -> repeat: global batch -> jitted step -> every
     train.log_every steps a progress line and TensorBoard scalars, checking for NaN/Inf ->
     every train.checkpoint_every steps and at the end an async checkpoint (train state + grain
-    iterator state)
+    iterator state) -> every train.eval_every steps beam search on val, its metrics logged and
+    saved with a checkpoint of that step (the best by val BLEU-4 is kept for evaluation)
 
 A run started again in the same workdir resumes from the latest checkpoint and, on CPU, continues
 bit-identically (tests/test_training_loop.py). A NaN or Inf loss stops the run with an error
@@ -15,17 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import time
 from typing import Callable
 
 import jax
-import numpy as np
 
 from cnx2rg_jax import sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.training import checkpoints as ckpt_lib
-from cnx2rg_jax.training import metrics_io, optimizer, state as state_lib, steps
+from cnx2rg_jax.evaluation import clinical
+from cnx2rg_jax.training import evaluate, generate, metrics_io, optimizer
+from cnx2rg_jax.training import state as state_lib, steps
 
 
 class NonFiniteLossError(RuntimeError):
@@ -86,6 +89,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
                                   lr_fn=schedules["rest"])
   writer = metrics_io.SummaryWriter(str(workdir_path / "events"),
                                     enabled=jax.process_index() == 0)
+  validate = None
+  if tr.eval_every:
+    validate = _validator(config, model, mesh, prepared, tok, writer, log)
   progress = metrics_io.Progress(tr.num_steps, global_bs, start_step=start)
   pending: list[tuple[int, dict]] = []
   last: dict = {}
@@ -99,19 +105,45 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
       if done % tr.log_every == 0 or done == tr.num_steps:
         last = _flush(pending, writer, progress, log)
         pending = []
-      if done == tr.num_steps or (tr.checkpoint_every and done % tr.checkpoint_every == 0):
+      evaluate_now = validate is not None and (done % tr.eval_every == 0
+                                               or done == tr.num_steps)
+      if evaluate_now or done == tr.num_steps or (tr.checkpoint_every
+                                                  and done % tr.checkpoint_every == 0):
         if pending:  # never save a state that has not been checked for NaN/Inf
           last = _flush(pending, writer, progress, log)
           pending = []
-        ckpts.save(done, state, data_iter)
+        val = validate(done, state) if evaluate_now else None
+        ckpts.save(done, state, data_iter, metrics=val)
   finally:
     ckpts.close()
     writer.close()
   return TrainResult(step=tr.num_steps, state=state, last_metrics=last)
 
 
+def _validator(config, model, mesh, prepared, tok, writer, log):
+  """The function (step, state) -> val metrics that runs every train.eval_every steps."""
+  generator = generate.ReportGenerator(model, mesh, config.decode, config.eval.batch_size)
+  labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
+
+  def validate(step: int, state) -> dict:
+    start = time.perf_counter()
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    rows, _ = evaluate.generate_split(generator, variables, prepared, "val", config.data, tok,
+                                      limit=config.eval.val_examples)
+    metrics = evaluate.metrics_of(rows, labeler, meteor=False, step=step)
+    scalars = {k: metrics[k] for k in evaluate.TABLE_METRICS if metrics.get(k) is not None}
+    writer.scalars(step, {"val/" + k: v for k, v in scalars.items()})
+    writer.text(step, "val/example_report", rows[0]["prediction"])
+    log(f"val @ step {step} ({len(rows)} reports, {time.perf_counter() - start:.0f} s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in scalars.items()))
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+  return validate
+
+
 def _flush(pending, writer, progress, log) -> dict:
-  """Checks and logs the metrics of the steps since the last flush; returns the last step's."""
+  """Checks the metrics of the steps since the last flush for NaN/Inf, then logs their means
+  (clu's TrainMetrics: averages, the last learning rate); returns those means."""
   host = jax.device_get([m for _, m in pending])
   for (step, _), m in zip(pending, host):
     if not m["finite"]:
@@ -119,8 +151,13 @@ def _flush(pending, writer, progress, log) -> dict:
           f"the loss or a gradient is NaN/Inf at step {step} (loss {float(m['loss'])}); "
           "training stopped and nothing after the last checkpoint was saved. Lower the "
           "learning rate or check the data, then run again to resume from that checkpoint")
-  step, values = pending[-1][0], {k: float(v) for k, v in host[-1].items()}
-  mean_loss = float(np.mean([float(m["loss"]) for m in host]))
-  writer.scalars(step, {"train/" + k: v for k, v in values.items() if k != "finite"})
-  log(progress.line(step, mean_loss, values["learning_rate"]))
+  acc = None
+  for m in host:
+    update = metrics_io.TrainMetrics.single_from_model_output(
+        **{k: v for k, v in m.items() if k != "finite"})
+    acc = update if acc is None else acc.merge(update)
+  values = metrics_io.compute_floats(acc)
+  step = pending[-1][0]
+  writer.scalars(step, {"train/" + k: v for k, v in values.items()})
+  log(progress.line(step, values["loss"], values["learning_rate"]))
   return values

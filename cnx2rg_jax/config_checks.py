@@ -1,0 +1,160 @@
+"""Checks of a CN-X2RG config before anything runs, and of a workdir against the config.
+
+`check(config)` raises `ConfigError` naming the first bad key, its value, what is allowed and how
+to fix it. `check_workdir(config, workdir)` raises `WorkdirError` when `workdir` holds a run
+whose model, tokenizer or data differ from the config's (resuming or evaluating it with other
+dims would fail deep inside a checkpoint restore, or silently mix two datasets).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Callable, Iterable
+
+import jax
+
+from cnx2rg_jax.evaluation import clinical
+from cnx2rg_jax.models import config as model_config
+from cnx2rg_jax.training import optimizer
+
+# Keys that must equal the workdir's config.json to resume or evaluate the run there.
+RUN_KEYS = ("model", "text", "data.name", "data.manual_dir", "data.num_examples",
+            "data.synthetic_seed", "data.synthetic_image_size", "data.language",
+            "data.split_seed", "data.image_size", "data.crop_size", "data.normalization",
+            "data.max_tokens")
+CONFIG_FILE = "config.json"
+
+
+class ConfigError(ValueError):
+  """A config value cannot work; the message names the key and the fix."""
+
+
+class WorkdirError(ValueError):
+  """The workdir holds a run that this config cannot continue or evaluate."""
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _require(config, key: str, ok: Callable[[Any], bool], allowed: str) -> None:
+  value = _get(config, key)
+  try:
+    good = ok(value)
+  except (TypeError, ValueError):
+    good = False
+  if not good:
+    raise ConfigError(f"config key {key}={value!r} is not allowed: it must be {allowed}. Fix it "
+                      f"in the config file or on the command line (--config.{key}=...)")
+
+
+def _one_of(choices: Iterable) -> tuple[Callable[[Any], bool], str]:
+  choices = tuple(choices)
+  return (lambda v: v in choices), "one of " + ", ".join(repr(c) for c in choices)
+
+
+_POS = (lambda v: v >= 1, "an integer >= 1")
+_NONNEG = (lambda v: v >= 0, ">= 0")
+_POS_FLOAT = (lambda v: v > 0, "> 0")
+
+
+def check(config) -> None:
+  """Raises ConfigError for the first unusable value of a configs/cnx2rg.py config."""
+  rules = [
+      ("variant", *_one_of(("demo", "paper"))),
+      ("data.name", *_one_of(("synthetic", "release"))),
+      ("data.num_examples", lambda v: v >= 10, "at least 10 (each split needs examples)"),
+      ("data.image_size", lambda v: v >= 32, "at least 32 pixels"),
+      ("data.crop_size", lambda v: 32 <= v <= config.data.image_size,
+       f"between 32 and data.image_size ({config.data.image_size})"),
+      ("data.normalization", *_one_of(("zscore", "imagenet"))),
+      ("data.max_tokens", lambda v: v >= 3, "at least 3 (bos, one token, eos)"),
+      ("data.num_workers", *_NONNEG), ("data.num_shards", *_POS),
+      ("text.tokenizer", *_one_of(("word", "sentencepiece"))),
+      ("text.min_count", *_POS), ("text.vocab_size", lambda v: v >= 8, "at least 8"),
+      ("model.resnet_depth", *_one_of(sorted(model_config.RESNET_FEATURES))),
+      ("model.resnet_width", *_POS),
+      ("model.d_model", lambda v: v % config.model.num_heads == 0,
+       f"a multiple of model.num_heads ({config.model.num_heads})"),
+      ("model.rm_d_model", lambda v: v % config.model.rm_num_heads == 0,
+       f"a multiple of model.rm_num_heads ({config.model.rm_num_heads})"),
+      ("model.num_encoder_layers", *_POS), ("model.num_decoder_layers", *_POS),
+      ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+      ("model.visual_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+      ("model.dtype", *_one_of(model_config.DTYPES)),
+      ("decode.beam_size", *_POS),
+      ("decode.max_len", lambda v: 1 <= v <= config.data.max_tokens,
+       f"between 1 and data.max_tokens ({config.data.max_tokens}), the decoder's positions"),
+      ("eval.clinical_scorer", *_one_of(clinical.CLINICAL_SCORERS)),
+      ("eval.cn_radgraph_dir", lambda v: v or config.eval.clinical_scorer != "cn_radgraph",
+       "the workdir of a trained CN-RadGraph when eval.clinical_scorer='cn_radgraph'"),
+      ("eval.batch_size", *_POS), ("eval.val_examples", *_NONNEG),
+      ("mesh.axes", lambda v: "data" in v and set(v) <= {"data", "model"} and len(set(v)) == len(v),
+       "a tuple of distinct axis names from 'data' and 'model' that includes 'data'"),
+      ("mesh.shape", lambda v: len(v) == len(config.mesh.axes)
+       and all(n == -1 or n >= 1 for n in v) and list(v).count(-1) <= 1,
+       "one size per mesh.axes entry, each >= 1 or a single -1 (the remaining devices)"),
+      ("train.batch_size", *_POS), ("train.num_steps", *_POS), ("train.log_every", *_POS),
+      ("train.checkpoint_every", *_NONNEG), ("train.eval_every", *_NONNEG),
+      ("train.keep_last", *_POS), ("train.keep_best", *_NONNEG),
+      ("train.lr_visual", *_POS_FLOAT), ("train.lr_rest", *_POS_FLOAT),
+      ("train.lr_schedule", *_one_of(optimizer.SCHEDULES)),
+      ("train.lr_step_epochs", *_POS_FLOAT), ("train.lr_gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
+      ("train.lr_end_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
+      ("train.warmup_steps", *_NONNEG), ("train.weight_decay", *_NONNEG),
+      ("train.clip_value", *_NONNEG), ("train.keyword_weight", *_NONNEG),
+  ]
+  for key, ok, allowed in rules:
+    _require(config, key, ok, allowed)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def _run_values(config_dict: dict) -> dict[str, Any]:
+  flat = _flat(config_dict)
+  return {k: v for k, v in flat.items()
+          if any(k == key or k.startswith(key + ".") for key in RUN_KEYS)}
+
+
+def check_workdir(config, workdir: str) -> None:
+  """Raises WorkdirError when DIR/config.json disagrees with `config` on a RUN_KEYS key."""
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.is_file():
+    return
+  try:
+    saved = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise WorkdirError(f"{path} cannot be read ({e}); it is not a cnx2rg-jax workdir, or it is "
+                       "damaged. Use another --workdir") from None
+  if saved.get("task", "cnx2rg") != config.get("task", "cnx2rg"):
+    raise WorkdirError(f"{workdir} holds a {saved.get('task')!r} run, not a CN-X2RG one; use "
+                       "another --workdir")
+  ours, theirs = _run_values(config.to_dict()), _run_values(saved)
+  diffs = [f"{k} ({theirs.get(k, 'absent')!r} there, {ours.get(k, 'absent')!r} here)"
+           for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+  if diffs:
+    raise WorkdirError(
+        f"--workdir={workdir} holds a run made with another model, tokenizer or dataset: "
+        + "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+        + f". Use another --workdir for this config, or give the values in {path} to continue "
+        "or evaluate that run")
+
+
+def write_config(config, workdir: str) -> None:
+  """DIR/config.json, the resolved config (written by process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  folder = pathlib.Path(workdir)
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,151 @@
+"""--mode=predict: a report for each of the user's own image files, one JSON line per image.
+
+    python launch.py --config=configs/cnx2rg.py --workdir=DIR --mode=predict \
+        --images=A.png,B.dcm,FOLDER/ [--output=F.jsonl]
+
+Files and folders are expanded by `data.image_files` (PNG, JPEG, DICOM), each image is prepared
+exactly as evaluation prepares a dataset image (bilinear resize to data.image_size, center crop,
+normalization), and the trained run's best checkpoint writes the reports by beam search. Lines
+come in input order, to --output or to stdout:
+
+    {"image": path, "report": text, "keywords": {key: 1|0|-1}[, "keyword_probs": {key: p}]}
+    {"image": path, "error": message}
+
+"keywords" are the rule labeler's labels of the generated report, as `evaluation.label` prints
+them; "keyword_probs" (the keyword head's sigmoids, 4 decimals) only when the run trained that
+head (train.keyword_weight > 0), since an untrained head says nothing. A bad file gets an error
+line and the others go on. Exit code: 0 all reported, 1 some failed, 2 no images given.
+
+Multi-host: every process reads and prepares every file (cheap next to beam search), so that
+all agree on which files failed and on the number of global steps; each one feeds only its own
+slots of every global batch, all get every row back, and process 0 alone logs and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Callable, Optional, Sequence, TextIO
+
+import jax
+import numpy as np
+
+from cnx2rg_jax.data import image_files, transforms
+from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text import keywords as kw
+from cnx2rg_jax.training import generate, trained
+
+
+def print_to_stderr(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def preprocess(image: np.ndarray, data) -> np.ndarray:
+  """2-D uint8 image -> float32 [crop, crop, 1], as `transforms.ExampleTransform` prepares an
+  evaluation image."""
+  image = transforms.resize_gray(image, data.image_size)
+  image = transforms.center_crop(image, data.crop_size)
+  return transforms.normalize(image, data.normalization)
+
+
+def report_line(path: str, report: str, probs: Optional[np.ndarray]) -> dict:
+  """The JSON object of one generated report; `probs` [48] or None to leave them out."""
+  line = {"image": path, "report": report, "keywords": label_report(report).keywords}
+  if probs is not None:
+    line["keyword_probs"] = {k: round(float(p), 4) for k, p in zip(kw.KEYWORD_KEYS, probs)}
+  return line
+
+
+class _OrderedWriter:
+  """Writes result lines in input order as soon as every earlier line is known; `out` None
+  (processes other than 0) writes nothing."""
+
+  def __init__(self, count: int, out: Optional[TextIO]):
+    self.lines: list[Optional[dict]] = [None] * count
+    self.next, self.out = 0, out
+
+  def put(self, i: int, line: dict) -> None:
+    if self.out is None:
+      return
+    self.lines[i] = line
+    while self.next < len(self.lines) and self.lines[self.next] is not None:
+      self.out.write(json.dumps(self.lines[self.next], ensure_ascii=False) + "\n")
+      self.lines[self.next] = {}  # written: keep the slot filled, drop the text
+      self.next += 1
+    self.out.flush()
+
+
+def _open_output(output: str) -> TextIO:
+  if not output:
+    if hasattr(sys.stdout, "reconfigure"):  # Chinese text unescaped, whatever the locale
+      sys.stdout.reconfigure(encoding="utf-8")
+    return sys.stdout
+  path = pathlib.Path(output)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return open(path, "w", encoding="utf-8")
+
+
+def _prepared(jobs: Sequence[image_files.ImageJob], data):
+  """(path, float32 image or None, error or None) per job, in order; a preprocessing failure
+  (not expected for a decoded image) stays with its file like a read failure."""
+  for path, image, error in image_files.read_images(jobs):
+    if error is not None:
+      yield path, None, error
+      continue
+    try:
+      yield path, preprocess(image, data), None
+    except Exception as e:  # noqa: BLE001
+      yield path, None, str(image_files.ImageReadError(path, f"{type(e).__name__}: {e}"))
+
+
+def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
+                log: Callable[[str], None] = print_to_stderr) -> int:
+  """Reports for `images` (files and folders) with the run in `workdir`, written as JSON lines to
+  `output` (a file) or stdout; returns the exit code (0 ok, 1 some image failed, 2 no images).
+  Raises what `trained.load` raises when the workdir holds no usable run."""
+  jobs = image_files.expand_paths(list(images or []))
+  if not jobs:
+    log("error: no images to predict; pass --images=A.png,B.dcm,FOLDER/ (image files and "
+        "folders of images, comma-separated)")
+    return 2
+  run = trained.load(config, workdir, log)
+  gen = run.generator
+  with_probs = config.train.keyword_weight > 0
+  me = jax.process_index()
+  out = _open_output(output) if me == 0 else None
+  writer = _OrderedWriter(len(jobs), out)
+  feed: list[tuple[int, np.ndarray]] = []  # this process's (job index, image) of the batch
+  good = failed = 0  # the same on every process: all of them read every file
+
+  def run_batch() -> None:
+    crop = config.data.crop_size
+    batch = np.stack([x for _, x in feed]) if feed else np.zeros((0, crop, crop, 1), np.float32)
+    index = np.asarray([i for i, _ in feed], np.int64)
+    rows, ids, probs, _ = gen.run_batch(run.variables, batch, index)
+    texts = generate.decode_texts(run.tokenizer, ids)
+    for i, text, p in zip(rows.tolist(), texts, probs):
+      writer.put(i, report_line(jobs[i].path, text, p if with_probs else None))
+    feed.clear()
+
+  try:
+    for i, (path, image, error) in enumerate(_prepared(jobs, config.data)):
+      if error is not None:
+        failed += 1
+        if me == 0:
+          log(error)
+        writer.put(i, {"image": path, "error": error})
+        continue
+      if (good % gen.batch_size) // gen.local_batch == me:  # this process's slot
+        feed.append((i, image))
+      good += 1
+      if good % gen.batch_size == 0:
+        run_batch()
+    if good % gen.batch_size:
+      run_batch()
+  finally:
+    if out is not None and out is not sys.stdout:
+      out.close()
+  if me == 0:
+    log(f"predicted {good} reports ({failed} failed) -> {output or 'stdout'}")
+  return 1 if failed else 0

@@ -1,0 +1,94 @@
+"""`--mode=bench_train`: training examples/s of the demo and the paper dimensions on this machine.
+
+Each configuration is timed on the real jitted, sharded train step (`training.steps`) with random
+weights and random batches of its own shapes (crop, max_tokens, a CN-CXR-sized vocabulary), after
+one compiling step and `bench.train_warmup` warm-up steps. Prints one JSON line:
+
+    {"device": ..., "platform": ..., "num_devices": N,
+     "results": [{"config": "demo" | "paper", "batch": B, "examples_per_sec": X, ...}]}
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import jax
+import numpy as np
+
+from cnx2rg_jax import sharding
+from cnx2rg_jax.models import factory
+from cnx2rg_jax.models.cnx2rg import CNX2RG
+from cnx2rg_jax.training import optimizer, state as state_lib, steps
+
+BENCH_CONFIGS = ("demo", "paper")
+
+
+def _dims(name: str, base):
+  """The config whose dims `name` names; the mesh and bench keys of `base` carry over."""
+  from configs import cnx2rg  # pylint: disable=import-outside-toplevel
+  c = cnx2rg.get_config("" if name == "demo" else name)
+  c.mesh, c.bench, c.seed = base.mesh, base.bench, base.seed
+  return c
+
+
+def _random_batch(rng: np.random.Generator, batch: int, crop: int, tokens: int, vocab: int):
+  return {"image": rng.normal(size=(batch, crop, crop, 1)).astype(np.float32),
+          "report_tokens": rng.integers(4, vocab, size=(batch, tokens)).astype(np.int32),
+          "report_mask": np.ones((batch, tokens), np.int32),
+          "keyword_labels": rng.integers(-1, 2, size=(batch, 48)).astype(np.int8)}
+
+
+def time_config(config, vocab_size: int, num_steps: int, warmup: int) -> dict:
+  """Steps/s of config's train step; returns one `results` entry (config name filled later)."""
+  mesh = sharding.mesh_from_config(config.mesh)
+  batch_size, crop = config.train.batch_size, config.data.crop_size
+  tokens = config.data.max_tokens
+  model = CNX2RG(factory.model_config(config.model, vocab_size=vocab_size, max_len=tokens))
+  tx, schedules = optimizer.make_optimizer(config.train, steps_per_epoch=100)
+  start = time.perf_counter()
+  state, shardings = state_lib.create_state(model, tx, mesh, image_size=crop,
+                                            num_tokens=tokens - 1, seed=config.seed)
+  shapes = {"image": (batch_size, crop, crop, 1), "report_tokens": (batch_size, tokens),
+            "report_mask": (batch_size, tokens), "keyword_labels": (batch_size, 48)}
+  step = steps.make_train_step(model, tx, mesh, shardings, shapes,
+                               keyword_weight=max(config.train.keyword_weight, 0.1),
+                               dropout_seed=config.seed, lr_fn=schedules["rest"])
+  rng = np.random.default_rng(config.seed)
+  batches = [sharding.global_batch(_random_batch(rng, batch_size, crop, tokens, vocab_size), mesh)
+             for _ in range(2)]
+  state, metrics = step(state, batches[0])
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  for i in range(warmup):
+    state, metrics = step(state, batches[i % 2])
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for i in range(num_steps):
+    state, metrics = step(state, batches[i % 2])
+  jax.block_until_ready(metrics)
+  seconds = (time.perf_counter() - start) / num_steps
+  if not bool(metrics["finite"]):
+    raise RuntimeError("the benchmark's loss became NaN/Inf; its timings would mean nothing")
+  params = sum(x.size for x in jax.tree.leaves(state.params))
+  return {"batch": batch_size, "examples_per_sec": round(batch_size / seconds, 3),
+          "step_seconds": round(seconds, 4), "compile_seconds": round(compile_s, 1),
+          "timed_steps": num_steps, "parameters": int(params), "image_size": crop,
+          "max_tokens": tokens, "resnet_depth": config.model.resnet_depth,
+          "resnet_width": config.model.resnet_width, "d_model": config.model.d_model}
+
+
+def bench_train(config) -> dict:
+  b = config.bench
+  unknown = set(b.train_configs) - set(BENCH_CONFIGS)
+  if unknown:
+    raise ValueError(f"bench.train_configs has {sorted(unknown)}; choose from {BENCH_CONFIGS}")
+  results = []
+  for name in b.train_configs:
+    entry = {"config": name, **time_config(_dims(name, config), b.train_vocab_size,
+                                           b.train_steps, b.train_warmup)}
+    print(entry, file=sys.stderr, flush=True)  # progress; stdout is the JSON line
+    results.append(entry)
+  dev = jax.devices()[0]
+  return {"device": dev.device_kind, "platform": dev.platform, "num_devices": jax.device_count(),
+          "results": results}

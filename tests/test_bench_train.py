@@ -1,0 +1,50 @@
+"""--mode=bench_train: the JSON line's shape, and figures that agree with each other."""
+
+import json
+
+import pytest
+
+from cnx2rg_jax import run
+from cnx2rg_jax.training import bench_train
+from tests.conftest import tiny_model_config
+
+
+def test_bench_train_prints_one_json_line(tiny_synthetic, monkeypatch, capsys):
+  base, _ = tiny_synthetic
+  config = tiny_model_config(base.data.data_dir)
+  config.bench.train_steps, config.bench.train_warmup, config.bench.train_vocab_size = 2, 0, 64
+  seen = []
+
+  def tiny_dims(name, base_config):  # the shipped dims compile for a minute; the code path is one
+    seen.append(name)
+    return tiny_model_config(base.data.data_dir)
+
+  monkeypatch.setattr(bench_train, "_dims", tiny_dims)
+  assert run.main(config, workdir="unused", mode="bench_train", split="test", images=[],
+                  output="") == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1
+  out = json.loads(lines[0])
+  assert seen == ["demo", "paper"] and out["platform"] == "cpu" and out["num_devices"] >= 1
+  assert [r["config"] for r in out["results"]] == ["demo", "paper"]
+  for r in out["results"]:
+    assert r["batch"] == config.train.batch_size and r["timed_steps"] == 2
+    assert r["examples_per_sec"] == pytest.approx(r["batch"] / r["step_seconds"], rel=1e-2)
+    assert r["parameters"] > 0 and r["image_size"] == config.data.crop_size
+
+
+def test_the_benchmarked_dims_are_the_shipped_configs():
+  from configs import cnx2rg  # pylint: disable=import-outside-toplevel
+  base = cnx2rg.get_config()
+  for name in ("demo", "paper"):
+    dims = bench_train._dims(name, base)  # pylint: disable=protected-access
+    assert dims.model.to_dict() == cnx2rg.get_config("" if name == "demo" else name).model.to_dict()
+  assert bench_train._dims("paper", base).model.resnet_depth == 101  # pylint: disable=protected-access
+
+
+def test_unknown_bench_config_is_refused(tiny_synthetic):
+  base, _ = tiny_synthetic
+  config = tiny_model_config(base.data.data_dir)
+  config.bench.train_configs = ("huge",)
+  with pytest.raises(ValueError, match="huge"):
+    bench_train.bench_train(config)

@@ -1,0 +1,87 @@
+"""--mode=train end to end on a tiny run, then --mode=eval: val evals pick the checkpoint, the
+files of DIR/eval/ are complete, and their metrics equal the score CLI's on the written reports."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from cnx2rg_jax import run
+from cnx2rg_jax.data import dataset
+from cnx2rg_jax.evaluation import reports_io, score
+from cnx2rg_jax.training import trained
+from tests.conftest import tiny_model_config
+
+DESIGN_KEYS = {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
+               "clinical_precision", "clinical_recall", "clinical_f1", "step", "num_reports"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_synthetic, tmp_path_factory):
+  base, _ = tiny_synthetic
+  config = tiny_model_config(base.data.data_dir)
+  config.train.num_steps, config.train.eval_every, config.train.keep_last = 6, 2, 1
+  config.train.lr_schedule, config.train.lr_rest, config.train.lr_visual = "constant", 3e-3, 1e-3
+  workdir = str(tmp_path_factory.mktemp("run"))
+  return config, workdir
+
+
+def test_train_mode_runs_val_evals_then_the_test_table(trained_run, capsys):
+  config, workdir = trained_run
+  assert run.main(config, workdir=workdir, mode="train", split="test", images=[], output="") == 0
+  out = capsys.readouterr().out
+  val = {int(m.group(1)): float(m.group(2))
+         for m in re.finditer(r"val @ step (\d+) .*?bleu_4 ([0-9.]+)", out)}
+  assert sorted(val) == [2, 4, 6]
+  # The test table has the model and both baselines, and names the checkpoint it used.
+  for name in ("CN-X2RG", "most frequent train report", "nearest neighbour (image features)"):
+    assert f"| {name} |" in out
+  loaded = trained.load(config, workdir, log=lambda _: None)
+  best = max(val.values())
+  # the best kept checkpoint by val BLEU-4 (the earliest of equals, as Orbax ranks them)
+  assert loaded.chosen_by == "best val bleu_4" and val[loaded.step] == pytest.approx(best, abs=1e-3)
+  metrics = json.loads((pytest.importorskip("pathlib").Path(workdir) / "eval" /
+                        "test_metrics.json").read_text())
+  assert DESIGN_KEYS <= set(metrics) and metrics["step"] == loaded.step
+
+
+def test_eval_mode_files_match_the_score_cli(trained_run, tiny_synthetic, capsys):
+  config, workdir = trained_run
+  assert run.main(config, workdir=workdir, mode="eval", split="val", images=[], output="") == 0
+  assert "| CN-X2RG |" in capsys.readouterr().out
+  rows = reports_io.read_prediction_lines(f"{workdir}/eval/val_reports.jsonl")
+  prepared = dataset.prepare(config.data)
+  texts = dataset.read_split_texts(prepared, "val")
+  assert [r["id"] for r in rows] == texts.ids and [r["reference"] for r in rows] == texts.reports
+  assert all(isinstance(r["prediction"], str) for r in rows)
+  saved = json.loads(open(f"{workdir}/eval/val_metrics.json", encoding="utf-8").read())
+  reference = score.score_rows(rows, meteor=False)
+  for key in ("bleu_4", "rouge_l", "cider", "clinical_f1", "num_reports"):
+    assert saved[key] == pytest.approx(reference[key], abs=1e-12), key
+  baselines = json.loads(open(f"{workdir}/eval/val_baselines.json", encoding="utf-8").read())
+  assert set(baselines) == {"most frequent train report", "nearest neighbour (image features)"}
+  assert baselines["most frequent train report"]["num_reports"] == len(rows)
+
+
+def test_eval_of_an_unknown_split_and_of_an_empty_workdir(trained_run, tmp_path, capsys):
+  config, workdir = trained_run
+  assert run.main(config, workdir=workdir, mode="eval", split="dev", images=[], output="") == 2
+  assert "--split=dev is not a split" in capsys.readouterr().err
+  assert run.main(config, workdir=str(tmp_path), mode="eval", split="val", images=[],
+                  output="") == 2
+  assert "holds no trained run" in capsys.readouterr().err
+
+
+def test_features_are_what_the_encoder_computes(trained_run):
+  """The retrieval baseline's features equal a direct call of the visual encoder."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  config, workdir = trained_run
+  loaded = trained.load(config, workdir, log=lambda _: None)
+  images = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype(np.float32)
+  index, ids, probs, feats = loaded.generator.run_batch(loaded.variables, images, np.arange(3))
+  _, pooled = loaded.model.apply(loaded.variables, jnp.asarray(images),
+                                 method=lambda m, x: m.visual(x, train=False))
+  np.testing.assert_allclose(feats, np.asarray(pooled), rtol=1e-5, atol=1e-6)
+  assert ids.shape == (3, config.decode.max_len) and probs.shape == (3, 48)
+  np.testing.assert_array_equal(index, np.arange(3))
