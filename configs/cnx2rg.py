@@ -129,7 +129,9 @@ def _shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
   of d 128, 0.36 s; with 1+1 layers and 64 tokens, 0.24 s. At equal wall time the 1+1 model
   reached a higher val clinical F1 (0.64 at step 1,000 against 0.61 for 3+3), and its decoder
   starts following the image between steps 1,000 and 2,000. From scratch and with ~2,000 steps,
-  the demo needs a larger learning rate than R2Gen's fine-tuning rates, with warmup and cosine.
+  the demo needs a larger learning rate than R2Gen's fine-tuning rates, with warmup and cosine:
+  2e-3 (1e-3 visual) gave val clinical F1 0.77 at step 1,000 and test 0.89 at 2,000, against
+  0.62 and 0.82 at half those rates.
   The keyword auxiliary loss is on, as in the paper: without it the decoder wrote the commonest
   normal report and ignored the image (clinical F1 0 after 1,500 steps). The visual dropout is
   lowered from R2Gen's 0.5 to 0.1 (not ablated separately).
@@ -143,7 +145,7 @@ def _shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
   m.visual_dropout = 0.1
   dc.max_len = 64
   tr.num_steps, tr.eval_every, tr.checkpoint_every = 2000, 1000, 1000
-  tr.lr_visual, tr.lr_rest = 5e-4, 1e-3
+  tr.lr_visual, tr.lr_rest = 1e-3, 2e-3
   tr.lr_schedule, tr.warmup_steps = "cosine", 100
   tr.keyword_weight = 1.0
   ev.val_examples = 200

@@ -85,3 +85,17 @@ def test_features_are_what_the_encoder_computes(trained_run):
   np.testing.assert_allclose(feats, np.asarray(pooled), rtol=1e-5, atol=1e-6)
   assert ids.shape == (3, config.decode.max_len) and probs.shape == (3, 48)
   np.testing.assert_array_equal(index, np.arange(3))
+
+
+def test_eval_without_baselines(trained_run, tmp_path, capsys):
+  config, workdir = trained_run
+  config = config.copy_and_resolve_references()
+  config.eval.baselines = False
+  import shutil  # pylint: disable=import-outside-toplevel
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  (copy / "eval" / "val_baselines.json").unlink(missing_ok=True)
+  assert run.main(config, workdir=str(copy), mode="eval", split="val", images=[], output="") == 0
+  out = capsys.readouterr().out
+  assert "| CN-X2RG |" in out and "most frequent" not in out
+  assert not (copy / "eval" / "val_baselines.json").exists()

@@ -105,15 +105,17 @@ def evaluate_with_baselines(generator, variables, prepared, split: str, config, 
       f"{time.perf_counter() - start:.1f} s")
   meteor = config.eval.meteor
   results = {"CN-X2RG": metrics_of(rows, labeler, meteor, step)}
-  for name, b_rows in baseline_rows(generator, variables, prepared, split, config.data,
-                                    tokenizer, out, rows).items():
-    results[name] = metrics_of(b_rows, labeler, meteor)
+  if config.eval.baselines:
+    for name, b_rows in baseline_rows(generator, variables, prepared, split, config.data,
+                                      tokenizer, out, rows).items():
+      results[name] = metrics_of(b_rows, labeler, meteor)
   if jax.process_index() != 0:  # every process computed the same rows; one writes them
     return results
   folder = write_split(workdir, split, results["CN-X2RG"], rows)
-  (folder / f"{split}_baselines.json").write_text(
-      json.dumps({k: v for k, v in results.items() if k != "CN-X2RG"}, ensure_ascii=False,
-                 indent=2) + "\n", encoding="utf-8")
+  if config.eval.baselines:
+    (folder / f"{split}_baselines.json").write_text(
+        json.dumps({k: v for k, v in results.items() if k != "CN-X2RG"}, ensure_ascii=False,
+                   indent=2) + "\n", encoding="utf-8")
   text = table(results)
   (folder / f"{split}_table.md").write_text(
       f"{split} split, {len(rows)} reports, checkpoint step {step}, clinical scorer "

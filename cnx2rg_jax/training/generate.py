@@ -19,7 +19,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from cnx2rg_jax import sharding
+from cnx2rg_jax import config_checks, sharding
 from cnx2rg_jax.data import dataset, pipeline
 from cnx2rg_jax.models import search
 from cnx2rg_jax.models.cnx2rg import CNX2RG
@@ -44,8 +44,10 @@ class ReportGenerator:
   def __init__(self, model: CNX2RG, mesh: Mesh, decode, batch_size: int):
     n_data = mesh.shape[sharding.DATA_AXIS]
     if batch_size % (jax.process_count() * n_data):
-      raise ValueError(f"eval.batch_size={batch_size} must split evenly over "
-                       f"{jax.process_count()} process(es) and the mesh's {n_data} data shards")
+      raise config_checks.ConfigError(
+          f"eval.batch_size={batch_size} must split evenly over {jax.process_count()} "
+          f"process(es) and the mesh's {n_data} data shards; make it a multiple of "
+          f"{jax.process_count() * n_data}")
     self.model, self.mesh, self.decode = model, mesh, decode
     self.batch_size = batch_size
     self.local_batch = batch_size // jax.process_count()

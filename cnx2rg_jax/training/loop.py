@@ -21,7 +21,7 @@ from typing import Callable
 
 import jax
 
-from cnx2rg_jax import sharding
+from cnx2rg_jax import config_checks, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
@@ -46,7 +46,8 @@ def _global_batch_size(tr) -> tuple[int, int]:
   """(global, per-process) batch sizes; the global one must split evenly over processes."""
   n = jax.process_count()
   if tr.batch_size % n:
-    raise ValueError(f"train.batch_size={tr.batch_size} does not split over {n} processes")
+    raise config_checks.ConfigError(f"train.batch_size={tr.batch_size} does not split over {n} "
+                                    "processes; make it a multiple of the process count")
   return tr.batch_size, tr.batch_size // n
 
 
@@ -60,8 +61,10 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   mesh = sharding.mesh_from_config(config.mesh)
   global_bs, local_bs = _global_batch_size(tr)
   if global_bs % mesh.shape[sharding.DATA_AXIS]:
-    raise ValueError(f"train.batch_size={global_bs} does not split over the mesh's "
-                     f"{mesh.shape[sharding.DATA_AXIS]} data shards")
+    raise config_checks.ConfigError(
+        f"train.batch_size={global_bs} does not split over the mesh's "
+        f"{mesh.shape[sharding.DATA_AXIS]} data shards; make it a multiple of that, or change "
+        "mesh.shape")
   steps_per_epoch = max(1, prepared.num_examples("train") // global_bs)
   mcfg = factory.model_config(config.model, vocab_size=tok.vocab_size,
                               max_len=config.data.max_tokens)
