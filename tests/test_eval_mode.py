@@ -2,6 +2,7 @@
 files of DIR/eval/ are complete, and their metrics equal the score CLI's on the written reports."""
 
 import json
+import pathlib
 import re
 
 import numpy as np
@@ -41,8 +42,7 @@ def test_train_mode_runs_val_evals_then_the_test_table(trained_run, capsys):
   best = max(val.values())
   # the best kept checkpoint by val BLEU-4 (the earliest of equals, as Orbax ranks them)
   assert loaded.chosen_by == "best val bleu_4" and val[loaded.step] == pytest.approx(best, abs=1e-3)
-  metrics = json.loads((pytest.importorskip("pathlib").Path(workdir) / "eval" /
-                        "test_metrics.json").read_text())
+  metrics = json.loads((pathlib.Path(workdir) / "eval" / "test_metrics.json").read_text())
   assert DESIGN_KEYS <= set(metrics) and metrics["step"] == loaded.step
 
 

@@ -21,6 +21,11 @@ def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig
   return ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
 
 
+def build_model(config, vocab_size: int) -> CNX2RG:
+  """The CN-X2RG of a whole config (`config.model` dims, `config.data.max_tokens` positions)."""
+  return CNX2RG(model_config(config.model, vocab_size=vocab_size, max_len=config.data.max_tokens))
+
+
 def random_variables(model: CNX2RG, image_size: int, seed: int = 0):
   """Random weights by shape, without compiling `init` (slow for a ResNet-101 on a CPU).
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from cnx2rg_jax import sharding
 from cnx2rg_jax.models import factory
-from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.training import optimizer, state as state_lib, steps
 
 BENCH_CONFIGS = ("demo", "paper")
@@ -44,7 +43,7 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int) -> dict:
   mesh = sharding.mesh_from_config(config.mesh)
   batch_size, crop = config.train.batch_size, config.data.crop_size
   tokens = config.data.max_tokens
-  model = CNX2RG(factory.model_config(config.model, vocab_size=vocab_size, max_len=tokens))
+  model = factory.build_model(config, vocab_size)
   tx, schedules = optimizer.make_optimizer(config.train, steps_per_epoch=100)
   start = time.perf_counter()
   state, shardings = state_lib.create_state(model, tx, mesh, image_size=crop,

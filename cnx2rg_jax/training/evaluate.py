@@ -31,12 +31,14 @@ def rows_of(texts: dataset.SplitTexts, index: np.ndarray, predictions: list[str]
 
 
 def generate_split(generator: generate.ReportGenerator, variables, prepared, split: str, data,
-                   tokenizer, limit: int = 0) -> tuple[list[dict], generate.Outputs]:
-  """Beam-search reports for `split` (its first `limit` examples if > 0): (rows, outputs)."""
+                   tokenizer, limit: int = 0, texts: Optional[dataset.SplitTexts] = None
+                   ) -> tuple[list[dict], generate.Outputs]:
+  """Beam-search reports for `split` (its first `limit` examples if > 0): (rows, outputs).
+  `texts` (the split's, from `dataset.read_split_texts`) spares re-reading them on every call."""
   batches, steps = generate.split_batches(prepared, split, data, tokenizer,
                                           generator.local_batch, limit)
   out = generator.run_stream(variables, batches, steps)
-  texts = dataset.read_split_texts(prepared, split)
+  texts = texts if texts is not None else dataset.read_split_texts(prepared, split)
   return rows_of(texts, out.index, generate.decode_texts(tokenizer, out.token_ids)), out
 
 

@@ -24,7 +24,6 @@ import jax
 from cnx2rg_jax import config_checks, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory
-from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.training import checkpoints as ckpt_lib
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.training import evaluate, generate, metrics_io, optimizer
@@ -66,9 +65,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
         f"{mesh.shape[sharding.DATA_AXIS]} data shards; make it a multiple of that, or change "
         "mesh.shape")
   steps_per_epoch = max(1, prepared.num_examples("train") // global_bs)
-  mcfg = factory.model_config(config.model, vocab_size=tok.vocab_size,
-                              max_len=config.data.max_tokens)
-  model = CNX2RG(mcfg)
+  model = factory.build_model(config, tok.vocab_size)
   tx, schedules = optimizer.make_optimizer(tr, steps_per_epoch)
   image, num_tokens = config.data.crop_size, config.data.max_tokens - 1
   abstract, shardings, init_state = state_lib.abstract_state(model, tx, mesh, image_size=image,
@@ -127,12 +124,13 @@ def _validator(config, model, mesh, prepared, tok, writer, log):
   """The function (step, state) -> val metrics that runs every train.eval_every steps."""
   generator = generate.ReportGenerator(model, mesh, config.decode, config.eval.batch_size)
   labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
+  val_texts = dataset.read_split_texts(prepared, "val")  # read once, not at every validation
 
   def validate(step: int, state) -> dict:
     start = time.perf_counter()
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     rows, _ = evaluate.generate_split(generator, variables, prepared, "val", config.data, tok,
-                                      limit=config.eval.val_examples)
+                                      limit=config.eval.val_examples, texts=val_texts)
     metrics = evaluate.metrics_of(rows, labeler, meteor=False, step=step)
     scalars = {k: metrics[k] for k in evaluate.TABLE_METRICS if metrics.get(k) is not None}
     writer.scalars(step, {"val/" + k: v for k, v in scalars.items()})

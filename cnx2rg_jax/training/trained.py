@@ -34,11 +34,6 @@ class TrainedRun:
   generator: generate.ReportGenerator
 
 
-def build_model(config, vocab_size: int) -> CNX2RG:
-  return CNX2RG(factory.model_config(config.model, vocab_size=vocab_size,
-                                     max_len=config.data.max_tokens))
-
-
 def load(config, workdir: str, log: Callable[[str], None] = print) -> TrainedRun:
   """The run in `workdir` with its best (else newest) checkpoint; raises
   `checkpoints.CheckpointError` or FileNotFoundError with a one-paragraph message."""
@@ -47,7 +42,7 @@ def load(config, workdir: str, log: Callable[[str], None] = print) -> TrainedRun
     raise FileNotFoundError(f"{workdir} holds no trained run ({tok_dir} is missing); train "
                             f"first: python launch.py --config=... --workdir={workdir}")
   tok = tokenizer_lib.load_tokenizer(tok_dir)
-  model = build_model(config, tok.vocab_size)
+  model = factory.build_model(config, tok.vocab_size)
   mesh = sharding.mesh_from_config(config.mesh)
   tx, _ = optimizer.make_optimizer(config.train, steps_per_epoch=1)  # shapes only
   abstract, _, _ = state_lib.abstract_state(
