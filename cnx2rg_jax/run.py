@@ -79,6 +79,9 @@ def evaluate_run(config, workdir: str, split: str) -> dict:
                                              config, run.tokenizer, labeler, workdir, run.step)
   print(f"\n{split} split, checkpoint step {run.step} ({run.chosen_by}), clinical pairs by "
         f"{config.eval.clinical_scorer}:\n{evaluate.table(results)}")
+  auroc = results["CN-X2RG"].get("keyword_head_macro_auroc")
+  if auroc is not None:
+    print(f"keyword head macro AUROC {auroc:.3f} (per keyword: {split}_keyword_auroc.json)")
   print(f"wrote {workdir}/eval/{split}_metrics.json, {split}_reports.jsonl, {split}_table.md")
   return results
 

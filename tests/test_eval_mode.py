@@ -10,8 +10,8 @@ import pytest
 
 from cnx2rg_jax import run
 from cnx2rg_jax.data import dataset
-from cnx2rg_jax.evaluation import reports_io, score
-from cnx2rg_jax.training import trained
+from cnx2rg_jax.evaluation import keyword_auroc, reports_io, score
+from cnx2rg_jax.training import evaluate, trained
 from tests.conftest import tiny_model_config
 
 DESIGN_KEYS = {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
@@ -59,6 +59,20 @@ def test_eval_mode_files_match_the_score_cli(trained_run, tiny_synthetic, capsys
   reference = score.score_rows(rows, meteor=False)
   for key in ("bleu_4", "rouge_l", "cider", "clinical_f1", "num_reports"):
     assert saved[key] == pytest.approx(reference[key], abs=1e-12), key
+  # The keyword head's AUROC file: the labels' and the head's own, recomputed here.
+  auroc = json.loads(open(f"{workdir}/eval/val_keyword_auroc.json", encoding="utf-8").read())
+  loaded = trained.load(config, workdir, log=lambda _: None)
+  out = evaluate.split_features(loaded.generator, loaded.variables, prepared, "val", config.data,
+                                loaded.tokenizer)
+  again = keyword_auroc.keyword_auroc(texts.keyword_labels[out.index], out.keyword_probs)
+  assert list(auroc["per_keyword"]) == list(again)
+  for key, value in again.items():  # another compiled program: ties may break apart, rarely
+    got = auroc["per_keyword"][key]
+    assert (got["positives"], got["negatives"]) == (value["positives"], value["negatives"])
+    assert (got["auroc"] is None) == (value["auroc"] is None), key
+    if value["auroc"] is not None:
+      assert got["auroc"] == pytest.approx(value["auroc"], abs=0.05), key
+  assert saved["keyword_head_macro_auroc"] == pytest.approx(auroc["macro_auroc"], abs=1e-12)
   baselines = json.loads(open(f"{workdir}/eval/val_baselines.json", encoding="utf-8").read())
   assert set(baselines) == {"most frequent train report", "nearest neighbour (image features)"}
   assert baselines["most frequent train report"]["num_reports"] == len(rows)

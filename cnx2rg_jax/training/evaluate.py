@@ -4,6 +4,7 @@ them, and the files of DIR/eval/.
     DIR/eval/<split>_metrics.json   the model's metrics (DESIGN.md's keys, plus per-keyword ones)
     DIR/eval/<split>_reports.jsonl  {"id", "prediction", "reference"} one line a report
     DIR/eval/<split>_table.md       the model beside the baselines (--mode=train and eval)
+    DIR/eval/<split>_keyword_auroc.json  the keyword head's AUROC per keyword (and macro mean)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax
 import numpy as np
 
 from cnx2rg_jax.data import dataset
-from cnx2rg_jax.evaluation import baselines, reports_io, score
+from cnx2rg_jax.evaluation import baselines, keyword_auroc, reports_io, score
 from cnx2rg_jax.training import generate
 
 # The columns of the printed table and of TensorBoard's eval scalars.
@@ -40,6 +41,15 @@ def generate_split(generator: generate.ReportGenerator, variables, prepared, spl
   out = generator.run_stream(variables, batches, steps)
   texts = texts if texts is not None else dataset.read_split_texts(prepared, split)
   return rows_of(texts, out.index, generate.decode_texts(tokenizer, out.token_ids)), out
+
+
+def head_auroc(texts: dataset.SplitTexts, out: generate.Outputs) -> Optional[dict]:
+  """The keyword head's per-keyword AUROC on the rows of `out`, with its macro mean; None when
+  the split's reports carry no keyword labels."""
+  if not texts.has_keyword_labels[out.index].all():
+    return None
+  per = keyword_auroc.keyword_auroc(texts.keyword_labels[out.index], out.keyword_probs)
+  return {"macro_auroc": keyword_auroc.macro_auroc(per), "per_keyword": per}
 
 
 def split_features(generator: generate.ReportGenerator, variables, prepared, split: str, data,
@@ -102,11 +112,16 @@ def evaluate_with_baselines(generator, variables, prepared, split: str, config, 
   """Beam search on `split`, the baselines, all scored; writes DIR/eval/; returns the results
   by method name (the model's under "CN-X2RG")."""
   start = time.perf_counter()
-  rows, out = generate_split(generator, variables, prepared, split, config.data, tokenizer)
+  texts = dataset.read_split_texts(prepared, split)
+  rows, out = generate_split(generator, variables, prepared, split, config.data, tokenizer,
+                             texts=texts)
   log(f"generated {len(rows)} {split} reports with beam {config.decode.beam_size} in "
       f"{time.perf_counter() - start:.1f} s")
   meteor = config.eval.meteor
   results = {"CN-X2RG": metrics_of(rows, labeler, meteor, step)}
+  auroc = head_auroc(texts, out)
+  if auroc is not None:
+    results["CN-X2RG"]["keyword_head_macro_auroc"] = auroc["macro_auroc"]
   if config.eval.baselines:
     for name, b_rows in baseline_rows(generator, variables, prepared, split, config.data,
                                       tokenizer, out, rows).items():
@@ -118,8 +133,15 @@ def evaluate_with_baselines(generator, variables, prepared, split: str, config, 
     (folder / f"{split}_baselines.json").write_text(
         json.dumps({k: v for k, v in results.items() if k != "CN-X2RG"}, ensure_ascii=False,
                    indent=2) + "\n", encoding="utf-8")
+  if auroc is not None:
+    (folder / f"{split}_keyword_auroc.json").write_text(
+        json.dumps(auroc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
   text = table(results)
+  head_line = ("" if auroc is None or auroc["macro_auroc"] is None else
+               f"\n\nkeyword head (classification auxiliary task): macro AUROC "
+               f"{auroc['macro_auroc']:.3f} over the keywords the split has both ways; per "
+               f"keyword in {split}_keyword_auroc.json")
   (folder / f"{split}_table.md").write_text(
       f"{split} split, {len(rows)} reports, checkpoint step {step}, clinical scorer "
-      f"{config.eval.clinical_scorer}\n\n{text}\n", encoding="utf-8")
+      f"{config.eval.clinical_scorer}\n\n{text}{head_line}\n", encoding="utf-8")
   return results
