@@ -16,6 +16,7 @@ import jax
 
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.models import config as model_config
+from cnx2rg_jax.models import prompt_encoder
 from cnx2rg_jax.training import optimizer
 
 # Keys that must equal the workdir's config.json to resume or evaluate the run there.
@@ -24,6 +25,8 @@ RUN_KEYS = ("model", "text", "data.name", "data.manual_dir", "data.num_examples"
             "data.split_seed", "data.image_size", "data.crop_size", "data.normalization",
             "data.max_tokens")
 CONFIG_FILE = "config.json"
+# RUN_KEYS added after runs were saved: a config.json without one was made with this value.
+ADDED_RUN_KEYS = {"model.prompt_encoder": "", "model.prompt_encoder_image_size": 224}
 
 
 class ConfigError(ValueError):
@@ -110,6 +113,29 @@ def check(config) -> None:
   ]
   for key, ok, allowed in rules:
     _require(config, key, ok, allowed)
+  _check_prompt_encoder(config.model)
+
+
+def _check_prompt_encoder(m) -> None:
+  """model.prompt_encoder: "" or a converted MedCLIP directory that reads (names, shapes), with
+  model.prompt_feature_dim the width of its features."""
+  if not m.prompt_encoder:
+    return
+  try:
+    prompt_encoder.check_directory(m.prompt_encoder)
+  except prompt_encoder.PromptEncoderError as e:
+    raise ConfigError(f"config key model.prompt_encoder={m.prompt_encoder!r} cannot be used: "
+                      f"{e}") from None
+  if m.prompt_feature_dim != prompt_encoder.EMBEDDING_DIM:
+    raise ConfigError(
+        f"config key model.prompt_feature_dim={m.prompt_feature_dim!r} does not fit "
+        f"model.prompt_encoder={m.prompt_encoder!r}: MedCLIP's image features are "
+        f"{prompt_encoder.EMBEDDING_DIM} wide; set --config.model.prompt_feature_dim="
+        f"{prompt_encoder.EMBEDDING_DIM}")
+  if m.prompt_encoder_image_size < 32:
+    raise ConfigError(f"config key model.prompt_encoder_image_size="
+                      f"{m.prompt_encoder_image_size!r} is not allowed: it must be at least 32 "
+                      "(MedCLIP was trained at 224)")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -141,6 +167,7 @@ def check_workdir(config, workdir: str) -> None:
     raise WorkdirError(f"{workdir} holds a {saved.get('task')!r} run, not a CN-X2RG one; use "
                        "another --workdir")
   ours, theirs = _run_values(config.to_dict()), _run_values(saved)
+  theirs = {**{k: v for k, v in ADDED_RUN_KEYS.items() if k in ours}, **theirs}
   diffs = [f"{k} ({theirs.get(k, 'absent')!r} there, {ours.get(k, 'absent')!r} here)"
            for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
   if diffs:

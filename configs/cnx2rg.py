@@ -50,6 +50,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.resnet_width = 64  # stem channels; stages double it (torchvision and pretrained weights: 64)
   m.num_prompts = 0  # learnable prompt tokens (the paper's prompt training; 0 = off)
   m.prompt_feature_dim = 0  # width of frozen image-text encoder features (0 = none)
+  m.prompt_encoder = ""  # converted MedCLIP dir (python -m cnx2rg_jax.convert.medclip); "" = none
+  m.prompt_encoder_image_size = 224  # side the frozen encoder sees (MedCLIP: 224)
   m.d_model = 512
   m.d_ff = 512
   m.num_heads = 8

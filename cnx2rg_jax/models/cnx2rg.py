@@ -5,6 +5,13 @@ Two entry points share every parameter:
 - `__call__(images, tokens)`: teacher-forced token logits and keyword logits (training);
 - `encode(images)` -> `init_cache(memory, max_len)` -> `decode_step(token, cache)` repeatedly
   (decoding; each step costs one token, not the whole prefix).
+
+With `config.prompt_encoder` set, the submodule `prompt_encoder` (MedCLIP's frozen ResNet-50,
+models/prompt_encoder.py) computes the prompt features from the same images whenever the caller
+passes none; its output goes through `jax.lax.stop_gradient`, so its parameters get exactly zero
+gradients (the optimizer's 'frozen' group also gives them zero updates, and its BatchNorm always
+uses the converted running statistics). Its variables are params['prompt_encoder'] and
+batch_stats['prompt_encoder'], loaded by `training.state` when the train state is created.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import jax
 
 from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.models.prompt import KeywordHead, PromptFusion
+from cnx2rg_jax.models.prompt_encoder import MedCLIPImageEncoder
 from cnx2rg_jax.models.resnet import VisualEncoder
 from cnx2rg_jax.models.transformer import ReportTransformer
 
@@ -24,18 +32,33 @@ class CNX2RG(nn.Module):
   config: ModelConfig
   frozen_bn: bool = False  # BatchNorm always on running statistics (fine-tuning, small batches)
   r2gen_layernorm: bool = False  # R2Gen's LayerNorm (unbiased std + eps) everywhere
+  # The input pipeline's data.normalization: the frozen prompt encoder maps it to MedCLIP's.
+  image_normalization: str = "zscore"
 
   def setup(self):
     self.visual = VisualEncoder(self.config, frozen_bn=self.frozen_bn)
+    if self.config.prompt_encoder:
+      self.prompt_encoder = MedCLIPImageEncoder(
+          image_size=self.config.prompt_encoder_image_size,
+          input_normalization=self.image_normalization, dtype=self.config.compute_dtype)
     self.prompt = PromptFusion(self.config)
     self.keyword_head = KeywordHead(self.config)
     self.transformer = ReportTransformer(self.config, r2gen_layernorm=self.r2gen_layernorm,
                                          att_embed_dropout=self.config.visual_dropout)
 
+  def frozen_prompt_features(self, images: jax.Array,
+                             prompt_features: Optional[jax.Array] = None) -> Optional[jax.Array]:
+    """`prompt_features` when given; else the frozen encoder's [B, 1, 512] (gradient stopped)
+    when `config.prompt_encoder` is set; else None."""
+    if prompt_features is None and self.config.prompt_encoder:
+      prompt_features = jax.lax.stop_gradient(self.prompt_encoder(images))
+    return prompt_features
+
   def visual_features(self, images: jax.Array, prompt_features: Optional[jax.Array] = None,
                       train: bool = False) -> tuple[jax.Array, jax.Array]:
     """images [B, H, W, 1] -> (fused visual tokens [B, N, d_vf], keyword logits [B, 48])."""
     patches, pooled = self.visual(images, train=train)
+    prompt_features = self.frozen_prompt_features(images, prompt_features)
     return (self.prompt(patches, prompt_features),
             self.keyword_head(pooled, deterministic=not train))
 
@@ -56,7 +79,7 @@ class CNX2RG(nn.Module):
                            ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`encode` plus the ResNet's pooled features [B, d_vf] (for retrieval), in one pass."""
     patches, pooled = self.visual(images, train=False)
-    feats = self.prompt(patches, prompt_features)
+    feats = self.prompt(patches, self.frozen_prompt_features(images, prompt_features))
     keyword_logits = self.keyword_head(pooled, deterministic=True)
     return self.transformer.encode(feats), keyword_logits, pooled
 

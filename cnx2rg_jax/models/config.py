@@ -27,6 +27,11 @@ class ModelConfig:
   # Prompt module: learnable prompt tokens, plus optional frozen image-text encoder features.
   num_prompts: int = 0  # 0 switches the learnable prompts off
   prompt_feature_dim: int = 0  # width of precomputed frozen-encoder features; 0 = none
+  # Frozen image-text encoder (models/prompt_encoder.py): a directory written by
+  # `python -m cnx2rg_jax.convert.medclip`; "" = none (only the learnable prompts). Its features
+  # are 512 wide, so prompt_feature_dim must then be 512.
+  prompt_encoder: str = ""
+  prompt_encoder_image_size: int = 224  # side the frozen encoder sees (MedCLIP trained at 224)
   # Encoder-decoder Transformer (R2Gen).
   d_model: int = 512
   d_ff: int = 512

@@ -22,8 +22,10 @@ def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig
 
 
 def build_model(config, vocab_size: int) -> CNX2RG:
-  """The CN-X2RG of a whole config (`config.model` dims, `config.data.max_tokens` positions)."""
-  return CNX2RG(model_config(config.model, vocab_size=vocab_size, max_len=config.data.max_tokens))
+  """The CN-X2RG of a whole config (`config.model` dims, `config.data.max_tokens` positions,
+  `config.data.normalization` for the frozen prompt encoder's input)."""
+  return CNX2RG(model_config(config.model, vocab_size=vocab_size, max_len=config.data.max_tokens),
+                image_normalization=config.data.normalization)
 
 
 def random_variables(model: CNX2RG, image_size: int, seed: int = 0):

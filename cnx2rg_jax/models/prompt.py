@@ -2,8 +2,10 @@
 
 PromptFusion appends extra tokens to the visual patch sequence before the encoder-decoder sees it:
   * `config.num_prompts` learnable prompt tokens of width d_vf (shared across the batch), and
-  * optionally, precomputed features of a frozen image-text encoder, [B, P, prompt_feature_dim],
-    projected to d_vf by a Dense layer.
+  * optionally, features of a frozen image-text encoder, [B, P, prompt_feature_dim], projected to
+    d_vf by a Dense layer. With `model.prompt_encoder` set, `CNX2RG` computes them with MedCLIP's
+    frozen ResNet-50 (models/prompt_encoder.py: P = 1, prompt_feature_dim = 512); callers may
+    also pass precomputed ones.
 Token order is [patch features | learnable prompts | projected frozen features]. With
 num_prompts == 0 and no features the module is the identity (the ablation with prompts off).
 

@@ -23,7 +23,7 @@ import jax
 
 from cnx2rg_jax import config_checks, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
-from cnx2rg_jax.models import factory
+from cnx2rg_jax.models import factory, prompt_encoder
 from cnx2rg_jax.training import checkpoints as ckpt_lib
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.training import evaluate, generate, metrics_io, optimizer
@@ -66,6 +66,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
         "mesh.shape")
   steps_per_epoch = max(1, prepared.num_examples("train") // global_bs)
   model = factory.build_model(config, tok.vocab_size)
+  prompts = prompt_encoder.describe_prompts(model.config)
+  if prompts:
+    log(prompts)
   tx, schedules = optimizer.make_optimizer(tr, steps_per_epoch)
   image, num_tokens = config.data.crop_size, config.data.max_tokens - 1
   abstract, shardings, init_state = state_lib.abstract_state(model, tx, mesh, image_size=image,

@@ -10,7 +10,11 @@ at 0.1 before each step. Here:
     -> scale_by_learning_rate(schedule)         one schedule per group, optax.multi_transform
 
 Groups: 'visual' is the ResNet (params['visual']); 'rest' is everything else (prompt fusion,
-keyword head, Transformer). Schedules are Optax's, in optimizer steps:
+keyword head, Transformer); 'frozen' is the frozen prompt encoder (params['prompt_encoder'],
+MedCLIP's vision tower), whose updates are set to zero (optax.set_to_zero: no weight decay, no
+Adam state, the parameters stay bit-identical). The 'frozen' group is only built when the
+parameters have one, so the optimizer state of a run without it keeps its earlier layout and
+its checkpoints still restore. Schedules are Optax's, in optimizer steps:
 * 'step': staircase exponential decay by train.lr_gamma every train.lr_step_epochs epochs
   (R2Gen's StepLR; IU X-Ray 50 epochs x 0.1, MIMIC-CXR 1 x 0.8);
 * 'cosine': cosine decay to train.lr_end_fraction of the peak;
@@ -34,7 +38,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-GROUPS = ("visual", "rest")
+GROUPS = ("visual", "rest")  # the trained groups, each with its learning rate
+FROZEN = "frozen"  # params[FROZEN_PARAMS]: never updated
+FROZEN_PARAMS = "prompt_encoder"
 SCHEDULES = ("step", "cosine", "constant")
 
 
@@ -80,11 +86,32 @@ def scale_by_torch_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
 
 def param_groups(params) -> dict:
-  """A tree like `params` of group names: 'visual' under params['visual'], else 'rest'."""
+  """A tree like `params` of group names: 'visual' under params['visual'], 'frozen' under
+  params['prompt_encoder'], else 'rest'."""
   def group(path, _):
     top = getattr(path[0], "key", None) if path else None
-    return "visual" if top == "visual" else "rest"
+    return {"visual": "visual", FROZEN_PARAMS: FROZEN}.get(top, "rest")
   return jax.tree_util.tree_map_with_path(group, params)
+
+
+def _multi_transform(transforms: dict[str, optax.GradientTransformation]
+                     ) -> optax.GradientTransformation:
+  """optax.multi_transform over `param_groups`, with the 'frozen' group (optax.set_to_zero) added
+  only for parameter trees that have frozen parameters: the group set is read from the tree's
+  structure, which init and update see alike."""
+  def build(tree) -> optax.GradientTransformation:
+    groups = dict(transforms)
+    if FROZEN in jax.tree.leaves(param_groups(tree)):
+      groups[FROZEN] = optax.set_to_zero()
+    return optax.multi_transform(groups, param_groups)
+
+  def init_fn(params):
+    return build(params).init(params)
+
+  def update_fn(updates, state, params=None):
+    return build(updates).update(updates, state, params)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def schedule(peak: float, tr, steps_per_epoch: int) -> optax.Schedule:
@@ -122,6 +149,5 @@ def make_optimizer(tr, steps_per_epoch: int
   parts = []
   if tr.clip_value:
     parts.append(optax.clip(tr.clip_value))
-  parts.append(optax.multi_transform({g: _group(schedules[g], tr) for g in GROUPS},
-                                     param_groups))
+  parts.append(_multi_transform({g: _group(schedules[g], tr) for g in GROUPS}))
   return optax.chain(*parts), schedules

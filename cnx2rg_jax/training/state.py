@@ -5,11 +5,20 @@ axis names); `sharding.logical_shardings` turns those into NamedShardings on the
 optimizer state takes its parameters' shardings (`optax.tree_map_params`); then one jitted
 init with those out_shardings creates every array where it lives, so no device ever holds the
 whole unsharded model first.
+
+A model with a frozen prompt encoder (`CNX2RG` with `config.prompt_encoder` set) gets its
+variables params['prompt_encoder'] and batch_stats['prompt_encoder'] from the converted MedCLIP
+directory instead of a random init (the init is then `model.apply(..., mutable=True)` with those
+variables given, which draws every other parameter exactly as `model.init` does). The file is
+checked (names, shapes) when the init is traced, and read on the host by a `jax.pure_callback`
+when it runs: closed-over NumPy arrays would be baked into the compiled init as ~100 MB of
+constants. A run resumed or evaluated from a checkpoint restores them from there like any other
+parameter.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -19,6 +28,9 @@ from flax import struct
 from jax.sharding import Mesh
 
 from cnx2rg_jax import sharding
+from cnx2rg_jax.models import prompt_encoder
+from cnx2rg_jax.models.cnx2rg import CNX2RG
+from cnx2rg_jax.training.optimizer import FROZEN_PARAMS as FROZEN
 
 
 class TrainState(struct.PyTreeNode):
@@ -47,6 +59,25 @@ def _like_params(opt_state, params, param_shardings, default):
   return jax.tree_util.tree_map_with_path(one, opt_state)
 
 
+def _frozen_prompt_encoder(model: nn.Module, abstract_variables) -> Optional[dict]:
+  """{'params': {'prompt_encoder': ...}, 'batch_stats': {'prompt_encoder': ...}} from the
+  converted directory, read on the host when the jitted init runs; None for a model without a
+  frozen prompt encoder. Raises PromptEncoderError (when traced) for a directory that does not
+  fit (`prompt_encoder.check_directory` reads the array headers only)."""
+  if not (isinstance(model, CNX2RG) and model.config.prompt_encoder):
+    return None
+  directory = model.config.prompt_encoder
+  prompt_encoder.check_directory(directory)
+  shapes = {col: {FROZEN: nn.meta.unbox(abstract_variables[col][FROZEN])}
+            for col in ("params", "batch_stats")}
+
+  def read():
+    loaded = prompt_encoder.load_variables(directory)
+    return {col: {FROZEN: loaded[col]} for col in shapes}
+
+  return jax.pure_callback(read, shapes)
+
+
 def _dummy_inputs(image_size: int, num_tokens: int):
   return (jnp.zeros((1, image_size, image_size, 1), jnp.float32),
           jnp.zeros((1, num_tokens), jnp.int32))
@@ -62,14 +93,22 @@ def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mes
   def init_variables(key):
     return model.init(key, *_dummy_inputs(image_size, num_tokens))
 
+  key = jax.random.key(0)
+  abstract_variables = jax.eval_shape(init_variables, key)
+
   def init_state(key):
-    variables = nn.meta.unbox(init_variables(key))
+    frozen = _frozen_prompt_encoder(model, abstract_variables)
+    if frozen is None:
+      variables = init_variables(key)
+    else:  # init with the frozen variables given: only the others are drawn (same values)
+      _, variables = model.apply(frozen, *_dummy_inputs(image_size, num_tokens),
+                                 rngs={"params": key}, mutable=True)
+    variables = nn.meta.unbox(variables)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
-  key = jax.random.key(0)
-  var_shardings = sharding.logical_shardings(jax.eval_shape(init_variables, key), mesh)
+  var_shardings = sharding.logical_shardings(abstract_variables, mesh)
   shapes = jax.eval_shape(init_state, key)
   replicated = sharding.replicated(mesh)
   opt_shardings = _like_params(shapes.opt_state, shapes.params, var_shardings["params"],
