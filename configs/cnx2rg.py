@@ -7,6 +7,11 @@ Override any key from the command line: `--config.data.num_examples=400`.
 
 import ml_collections
 
+# `:ablation=NAME`: R2Gen alone, R2Gen plus one of the paper's additions, or all of them, at the
+# demo's scale (python -m cnx2rg_jax.ablation runs them all over seeds and tabulates).
+ABLATIONS = ("r2gen", "prompt", "keyword_loss", "graph_augment", "sentence_shuffle", "oversample",
+             "all")
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -112,14 +117,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   b.train_vocab_size = 2000  # a CN-CXR-sized word vocabulary
 
   if variant == "paper":
-    d.name = "release"
-    d.oversample.enabled = True
-    d.sentence_shuffle = True
-    tr.keyword_weight = 1.0  # the paper's classification auxiliary loss (its weight: not given)
+    _paper(c)
   elif variant in ("", "demo"):
     _shrink_for_cpu(c)
+  elif variant.startswith("ablation="):
+    _ablation(c, variant.removeprefix("ablation="))
   else:
-    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo) or 'paper'")
+    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo), 'paper' "
+                     f"or 'ablation=NAME' with NAME one of {', '.join(ABLATIONS)}")
   return c
 
 
@@ -150,4 +155,52 @@ def _shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
   tr.lr_visual, tr.lr_rest = 1e-3, 2e-3
   tr.lr_schedule, tr.warmup_steps = "cosine", 100
   tr.keyword_weight = 1.0
+  # The paper's rare-keyword oversampling, its thresholds scaled from CN-CXR's 32,410 training
+  # reports to the demo's 2,800 (5,000 -> 400), the rate cut from 10 to 3: measured (test
+  # clinical F1 0.892 -> 0.907, aortic calcification recall 0.03 -> 0.74); 1,000 / 10 / 1,000
+  # did worse on val (0.858 against 0.887).
+  d.oversample.enabled = True
+  d.oversample.min_count, d.oversample.max_rate, d.oversample.max_samples = 400, 3, 400
   ev.val_examples = 200
+
+
+def _paper(c: ml_collections.ConfigDict) -> None:
+  """The paper's CN-X2RG on a CN-CXR release (README: "The paper configuration" gives each
+  value's source). Defaults above already hold R2Gen's model, optimizer and decoding."""
+  d, m, t, tr, dc, ev = c.data, c.model, c.text, c.train, c.decode, c.eval
+  d.name = "release"  # set data.manual_dir to the release folder
+  d.oversample.enabled = True  # 5,000 / 10x / 5,000, as Sect. 5.1 states
+  d.sentence_shuffle = True
+  t.min_count = 10  # not stated: R2Gen's threshold for its large set (MIMIC-CXR)
+  m.num_prompts = 16  # not stated
+  m.prompt_feature_dim = 512  # MedCLIP's embedding; used once model.prompt_encoder is set
+  tr.keyword_weight = 1.0  # not stated
+  # Not stated: R2Gen's MIMIC-CXR schedule (StepLR 1 epoch x 0.8) for 30 epochs of the 32,410
+  # training images at batch 16 (2,025 steps an epoch), validated and saved every epoch.
+  tr.lr_step_epochs, tr.lr_gamma = 1, 0.8
+  tr.num_steps = 30 * 2025
+  tr.eval_every = tr.checkpoint_every = 2025
+  dc.max_len = 100  # not stated: R2Gen's MIMIC-CXR length (data.max_tokens is 100 too)
+  ev.val_examples = 0
+
+
+def _ablation(c: ml_collections.ConfigDict, name: str) -> None:
+  """The demo's model and schedule with every addition off, then `name`'s switched on."""
+  if name not in ABLATIONS:
+    raise ValueError(f"unknown ablation {name!r} of configs/cnx2rg.py; use one of "
+                     f"{', '.join(ABLATIONS)}")
+  _shrink_for_cpu(c)
+  d, m, tr = c.data, c.model, c.train
+  d.oversample.enabled = d.sentence_shuffle = False
+  m.num_prompts = 0
+  tr.keyword_weight = 0.0
+  c.eval.baselines = False
+  on = ABLATIONS[1:-1] if name == "all" else (name,)
+  if "prompt" in on:
+    m.num_prompts = 16  # learnable prompts (no MedCLIP weights are shipped; see the README)
+  if "keyword_loss" in on:
+    tr.keyword_weight = 1.0
+  if "sentence_shuffle" in on:
+    d.sentence_shuffle = True
+  if "oversample" in on:
+    d.oversample.enabled = True

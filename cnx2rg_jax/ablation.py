@@ -1,0 +1,198 @@
+"""The ablation of the paper's additions to R2Gen, run and tabulated.
+
+    python -m cnx2rg_jax.ablation --root=DIR [--names=r2gen,all] [--seeds=0,1,2] [--aggregate_only]
+
+Each (name, seed) is one ordinary run, `python launch.py --config=configs/cnx2rg.py:ablation=NAME
+--config.seed=SEED --workdir=DIR/NAME/seed_SEED`, at the demo's scale on the synthetic CN-CXR;
+its test metrics land in that workdir's eval/ as in any run. A run whose test metrics exist is
+not repeated, so the ablation can be stopped and continued. Then DIR/ablation.json and
+DIR/ablation.md hold, per configuration, the mean and the spread (sample standard deviation over
+seeds) of BLEU-1..4, METEOR, ROUGE-L, CIDEr and clinical P/R/F1, the keyword head's test AUROC
+(macro and per keyword), and for every addition its difference from R2Gen alone, which is called
+"no difference" where it is smaller than the larger of the two spreads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import subprocess
+import sys
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from configs.cnx2rg import ABLATIONS
+
+# Configurations: R2Gen alone, R2Gen plus one addition, and everything (configs/cnx2rg.py).
+NAMES = ABLATIONS
+METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
+           "clinical_precision", "clinical_recall", "clinical_f1", "keyword_head_macro_auroc")
+COMPARED = ("bleu_4", "cider", "clinical_f1")  # the differences the table states
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_dir(root: pathlib.Path, name: str, seed: int) -> pathlib.Path:
+  return root / name / f"seed_{seed}"
+
+
+def command(name: str, seed: int, workdir: pathlib.Path, overrides: Sequence[str] = ()
+            ) -> list[str]:
+  """The launch.py command line of one ablation run."""
+  return [sys.executable, str(ROOT / "launch.py"),
+          f"--config={ROOT / 'configs' / 'cnx2rg.py'}:ablation={name}", f"--config.seed={seed}",
+          f"--workdir={workdir}", *overrides]
+
+
+def _runner(cmd: list[str], log: pathlib.Path) -> int:
+  with open(log, "a", encoding="utf-8") as f:
+    return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def run_all(root: pathlib.Path, names: Sequence[str], seeds: Sequence[int],
+            overrides: Sequence[str] = (), runner: Callable[[list[str], pathlib.Path], int] = _runner,
+            log: Callable[[str], None] = print) -> list[tuple[str, int]]:
+  """Runs every (name, seed) whose test metrics are missing; returns the ones that failed."""
+  failed = []
+  for name in names:
+    if name not in NAMES:
+      raise ValueError(f"unknown ablation {name!r}; use one of {', '.join(NAMES)}")
+    for seed in seeds:
+      wd = run_dir(root, name, seed)
+      if (wd / "eval" / "test_metrics.json").exists():
+        log(f"{name} seed {seed}: done before, kept ({wd})")
+        continue
+      wd.mkdir(parents=True, exist_ok=True)
+      log(f"{name} seed {seed}: running, log in {wd / 'log.txt'}")
+      rc = runner(command(name, seed, wd, overrides), wd / "log.txt")
+      if rc != 0 or not (wd / "eval" / "test_metrics.json").exists():
+        log(f"{name} seed {seed}: FAILED (exit {rc}); see {wd / 'log.txt'}")
+        failed.append((name, seed))
+  return failed
+
+
+def _mean_spread(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+  values = [v for v in values if v is not None]
+  if not values:
+    return None, None
+  spread = float(np.std(values, ddof=1)) if len(values) > 1 else None
+  return float(np.mean(values)), spread
+
+
+def _verdict(diff: float, spread_a: Optional[float], spread_b: Optional[float]) -> str:
+  spreads = [s for s in (spread_a, spread_b) if s is not None]
+  if not spreads:
+    return "one seed: no spread to judge by"
+  if abs(diff) <= max(spreads):
+    return "no difference"
+  return "better" if diff > 0 else "worse"
+
+
+def aggregate(root: pathlib.Path, names: Sequence[str] = NAMES) -> dict:
+  """Mean and spread per configuration over the seeds found under `root`."""
+  out: dict = {"configs": {}, "vs_r2gen": {}}
+  for name in names:
+    runs = sorted((root / name).glob("seed_*/eval/test_metrics.json"))
+    if not runs:
+      continue
+    metrics = [json.loads(p.read_text(encoding="utf-8")) for p in runs]
+    aurocs = []
+    for p in runs:
+      f = p.parent / "test_keyword_auroc.json"
+      aurocs.append(json.loads(f.read_text(encoding="utf-8"))["per_keyword"] if f.exists() else {})
+    entry = {"seeds": [int(p.parent.parent.name.removeprefix("seed_")) for p in runs],
+             "mean": {}, "spread": {}, "keyword_auroc_mean": {}}
+    for m in METRICS:
+      entry["mean"][m], entry["spread"][m] = _mean_spread([x.get(m) for x in metrics])
+    for key in (aurocs[0] if aurocs else {}):
+      entry["keyword_auroc_mean"][key] = _mean_spread([a.get(key, {}).get("auroc")
+                                                       for a in aurocs])[0]
+    out["configs"][name] = entry
+  base = out["configs"].get("r2gen")
+  for name, entry in out["configs"].items():
+    if name == "r2gen" or base is None:
+      continue
+    out["vs_r2gen"][name] = {}
+    for m in COMPARED:
+      a, b = entry["mean"][m], base["mean"][m]
+      if a is None or b is None:
+        continue
+      out["vs_r2gen"][name][m] = {
+          "difference": a - b,
+          "verdict": _verdict(a - b, entry["spread"][m], base["spread"][m])}
+  return out
+
+
+def _cell(mean: Optional[float], spread: Optional[float]) -> str:
+  if mean is None:
+    return "n/a"
+  return f"{mean:.3f}" if spread is None or math.isnan(spread) else f"{mean:.3f} ± {spread:.3f}"
+
+
+def markdown(result: dict) -> str:
+  """The ablation table, the differences from R2Gen, and the per-keyword AUROC beside them."""
+  cols = METRICS
+  lines = ["| configuration | seeds | " + " | ".join(cols) + " |",
+           "|---|---:|" + "---:|" * len(cols)]
+  for name, e in result["configs"].items():
+    lines.append(f"| {name} | {len(e['seeds'])} | "
+                 + " | ".join(_cell(e["mean"][m], e["spread"][m]) for m in cols) + " |")
+  if result["vs_r2gen"]:
+    lines += ["", "Difference from R2Gen alone (mean over seeds; \"no difference\" where it is "
+              "within the larger spread):", "",
+              "| configuration | " + " | ".join(COMPARED) + " |", "|---|" + "---|" * len(COMPARED)]
+    for name, d in result["vs_r2gen"].items():
+      lines.append(f"| {name} | " + " | ".join(
+          f"{d[m]['difference']:+.3f} ({d[m]['verdict']})" if m in d else "n/a"
+          for m in COMPARED) + " |")
+  names = list(result["configs"])
+  keys = sorted({k for e in result["configs"].values() for k, v in e["keyword_auroc_mean"].items()
+                 if v is not None})
+  if keys:
+    lines += ["", "Keyword head test AUROC per keyword (mean over seeds):", "",
+              "| keyword | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for k in keys:
+      vals = [result["configs"][n]["keyword_auroc_mean"].get(k) for n in names]
+      lines.append(f"| {k} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in vals)
+                   + " |")
+  return "\n".join(lines)
+
+
+def write(root: pathlib.Path, result: dict) -> None:
+  (root / "ablation.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+  (root / "ablation.md").write_text(markdown(result) + "\n", encoding="utf-8")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--root", required=True, help="folder of the ablation's runs and tables")
+  p.add_argument("--names", default=",".join(NAMES), help="comma-separated configurations")
+  p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+  p.add_argument("--aggregate_only", action="store_true", help="tabulate the finished runs only")
+  p.add_argument("overrides", nargs="*", help="extra launch.py flags, e.g. --config.KEY=VALUE")
+  args = p.parse_args(argv)
+  root = pathlib.Path(args.root)
+  names = [n for n in args.names.split(",") if n]
+  try:
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+  except ValueError:
+    print(f"error: --seeds={args.seeds} must be comma-separated integers", file=sys.stderr)
+    return 2
+  unknown = [n for n in names if n not in NAMES]
+  if unknown:
+    print(f"error: unknown ablation configuration(s) {unknown}; use {', '.join(NAMES)}",
+          file=sys.stderr)
+    return 2
+  failed = [] if args.aggregate_only else run_all(root, names, seeds, args.overrides)
+  root.mkdir(parents=True, exist_ok=True)
+  result = aggregate(root, names)
+  write(root, result)
+  print(markdown(result))
+  print(f"wrote {root / 'ablation.json'} and {root / 'ablation.md'}")
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
