@@ -140,7 +140,8 @@ def _shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
   2e-3 (1e-3 visual) gave val clinical F1 0.77 at step 1,000 and test 0.89 at 2,000, against
   0.62 and 0.82 at half those rates.
   The keyword auxiliary loss is on, as in the paper: without it the decoder wrote the commonest
-  normal report and ignored the image (clinical F1 0 after 1,500 steps). The visual dropout is
+  normal report and ignored the image (clinical F1 0 after 1,500 steps at half these rates; at
+  these rates, test F1 0.639 against 0.892 with it: `:ablation=r2gen`). The visual dropout is
   lowered from R2Gen's 0.5 to 0.1 (not ablated separately).
   """
   d, m, tr, dc, ev = c.data, c.model, c.train, c.decode, c.eval
