@@ -78,6 +78,7 @@ def check(config) -> None:
       ("data.normalization", *_one_of(("zscore", "imagenet"))),
       ("data.max_tokens", lambda v: v >= 3, "at least 3 (bos, one token, eos)"),
       ("data.num_workers", *_NONNEG), ("data.num_shards", *_POS),
+      ("data.graph_augment.probability", lambda v: 0 <= v <= 1, "in [0, 1]"),
       ("text.tokenizer", *_one_of(("word", "sentencepiece"))),
       ("text.min_count", *_POS), ("text.vocab_size", lambda v: v >= 8, "at least 8"),
       ("model.resnet_depth", *_one_of(sorted(model_config.RESNET_FEATURES))),

@@ -39,6 +39,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.read_threads = 2  # grain reader threads per process
   d.prefetch = 32  # grain per-process prefetch buffer (elements)
   d.sentence_shuffle = False  # the paper's sentence shuffling, training only
+  # The paper's graph-based report augmentation, training only (cnx2rg_jax/data/graph_augment.py):
+  # rephrase normal statements and reorder a sentence's statements, keeping the keyword labels.
+  d.graph_augment = ml_collections.ConfigDict()
+  d.graph_augment.enabled = False  # needs CN-RadGraph graphs on the training reports
+  d.graph_augment.probability = 0.5  # chance that a training report is rewritten, in [0, 1]
   d.oversample = ml_collections.ConfigDict()
   d.oversample.enabled = False  # the paper's rare-keyword oversampling, training only
   d.oversample.min_count = 5000  # keywords with fewer positive reports are oversampled

@@ -30,6 +30,7 @@ def tiny_config(data_dir: str, num_examples: int = 60) -> ml_collections.ConfigD
   c.data.num_shards = 2
   c.data.build_workers = 0
   c.data.num_workers = 0
+  c.data.oversample.enabled = False  # plain epochs; the tests of oversampling switch it on
   c.text.min_count = 1
   c.train.batch_size = 4
   return c

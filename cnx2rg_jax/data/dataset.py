@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfds_cncxr
-from cnx2rg_jax.data import transforms
+from cnx2rg_jax.data import graph_augment, transforms
 
 SPLITS = ("train", "val", "test")
 
@@ -87,24 +87,29 @@ def prepare(data) -> PreparedDataset:
 
 @dataclasses.dataclass(frozen=True)
 class SplitTexts:
-  """The text side of a split: what tokenizer building and oversampling need, without pixels."""
+  """The text side of a split: what tokenizer building, oversampling and the graph augmentation's
+  phrase bank need, without pixels."""
 
   ids: list
   reports: list  # cleaned
   keyword_labels: np.ndarray  # int8 [N, 48]
   has_keyword_labels: np.ndarray  # bool [N]
+  # Per report: (entities, relations) with spans into the cleaned report, or None when the
+  # record has no graph or its spans do not survive cleaning (graph_augment.record_graph).
+  graphs: list = dataclasses.field(default_factory=list)
 
 
 def read_split_texts(prepared: PreparedDataset, split: str) -> SplitTexts:
   source = prepared.source(split)
   clean = transforms.REPORT_CLEANERS[prepared.report_cleaner]
-  ids, reports, labels, has = [], [], [], []
+  ids, reports, labels, has, graphs = [], [], [], [], []
   for i in range(len(source)):
     r = source[i]
     ids.append(transforms.as_text(r["id"]))
     reports.append(clean(transforms.as_text(r["report"])))
     labels.append(r["keyword_labels"])
     has.append(bool(r["has_keyword_labels"]))
+    graphs.append(graph_augment.record_graph(r, reports[-1]))
   n = len(ids)
   return SplitTexts(ids, reports,
-                    np.asarray(labels, np.int8).reshape(n, -1), np.asarray(has, bool))
+                    np.asarray(labels, np.int8).reshape(n, -1), np.asarray(has, bool), graphs)

@@ -1,7 +1,8 @@
 """The grain input pipeline: TFDS array_record source -> batches of model inputs.
 
     source -> (oversampling) -> this process's shard -> seeded shuffle, reshuffled each epoch
-      -> decode -> resize -> random crop (center crop for eval) -> z-score -> tokenize -> batch
+      -> decode -> resize -> random crop (center crop for eval) -> z-score
+      -> (graph augmentation, sentence shuffle: training only) -> tokenize -> batch
 
 Every random choice is a function of (seed, position in the stream), so the same config gives the
 same batches, and an iterator restored from `get_state()` continues with exactly the next batch.
@@ -17,8 +18,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from cnx2rg_jax.data import oversampling, transforms
-from cnx2rg_jax.data.dataset import PreparedDataset, SplitTexts
+from cnx2rg_jax.data import graph_augment, oversampling, transforms
+from cnx2rg_jax.data.dataset import DataConfigError, PreparedDataset, SplitTexts, read_split_texts
 
 
 class IndexedSource:
@@ -59,11 +60,37 @@ def epoch_indices(data, split_texts: SplitTexts | None, seed: int) -> np.ndarray
   return plan.indices
 
 
-def make_transform(data, tokenizer, report_cleaner: str) -> transforms.ExampleTransform:
+def phrase_bank(data, prepared: PreparedDataset, split_texts: SplitTexts | None
+                ) -> graph_augment.PhraseBank | None:
+  """The graph augmentation's phrase bank of the train split, or None when it is off.
+
+  `split_texts` (of the train split) is read from `prepared` when not given.
+  """
+  if not data.graph_augment.enabled:
+    return None
+  if prepared.report_cleaner != "zh":
+    raise DataConfigError("data.graph_augment.enabled needs Chinese reports with CN-RadGraph "
+                          f"graphs; this build's reports are {prepared.language!r}. Turn it off "
+                          "(--config.data.graph_augment.enabled=False)")
+  texts = split_texts if split_texts is not None else read_split_texts(prepared, "train")
+  if not any(g is not None for g in texts.graphs):
+    raise DataConfigError("data.graph_augment.enabled needs CN-RadGraph graphs ('entities' and "
+                          "'relations') on training reports; this build has none. Turn it off "
+                          "(--config.data.graph_augment.enabled=False) or add graphs to the "
+                          "annotation")
+  return graph_augment.PhraseBank.from_split(texts)
+
+
+def make_transform(data, tokenizer, report_cleaner: str,
+                   bank: graph_augment.PhraseBank | None = None) -> transforms.ExampleTransform:
+  """The per-record transform; `bank` (from `phrase_bank`) switches the graph augmentation on
+  for training records."""
   return transforms.ExampleTransform(
       tokenizer=tokenizer, report_cleaner=report_cleaner, image_size=data.image_size,
       crop_size=data.crop_size, normalization=data.normalization, max_tokens=data.max_tokens,
-      sentence_shuffle=data.sentence_shuffle)
+      sentence_shuffle=data.sentence_shuffle,
+      graph_augment_probability=data.graph_augment.probability if bank is not None else 0.0,
+      phrase_bank=bank)
 
 
 def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
@@ -83,8 +110,10 @@ def train_dataset(prepared: PreparedDataset, data, tokenizer, *, batch_size: int
                   num_epochs: int | None = None) -> grain.IterDataset:
   """Endless (or `num_epochs`) shuffled training batches of this process's shard.
 
-  `batch_size` is per process. `split_texts` (of the train split) is needed for oversampling.
+  `batch_size` is per process. `split_texts` (of the train split) is needed for oversampling;
+  the graph augmentation builds its phrase bank from it (reading it when not given).
   """
+  bank = phrase_bank(data, prepared, split_texts)
   source: Any = prepared.source("train")
   indices = epoch_indices(data, split_texts, seed)
   if indices is not None:
@@ -92,7 +121,7 @@ def train_dataset(prepared: PreparedDataset, data, tokenizer, *, batch_size: int
   ds = grain.MapDataset.source(source)
   ds = ds[shard.index::shard.count]
   ds = ds.seed(seed).shuffle().repeat(num_epochs)
-  ds = ds.random_map(make_transform(data, tokenizer, prepared.report_cleaner))
+  ds = ds.random_map(make_transform(data, tokenizer, prepared.report_cleaner, bank))
   ds = ds.batch(batch_size, drop_remainder=True)
   return _to_iter(ds, data)
 

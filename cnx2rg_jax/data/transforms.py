@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cnx2rg_jax.data import graph_augment
 from cnx2rg_jax.text import cleaning, english, tokenizer as tokenizer_lib
 
 # ImageNet statistics on the luminance channel, for torchvision-pretrained encoders.
@@ -99,8 +100,12 @@ def shuffle_sentences(report: str, rng: np.random.Generator, cleaner: str = "zh"
 class ExampleTransform:
   """A TFDS record -> model inputs. Picklable, so grain worker processes can run it.
 
-  Called with an rng for training (random crop, optional sentence shuffle) and without one for
-  evaluation (center crop, the report as written).
+  Called with an rng for training (random crop, optional graph augmentation, then optional
+  sentence shuffle) and without one for evaluation (center crop, the report as written). The
+  graph augmentation (`graph_augment.augment`) rewrites a cleaned Chinese report that has a
+  graph, with `graph_augment_probability`, from the phrasings of `phrase_bank` (a
+  graph_augment.PhraseBank of the train split); without a bank it is off. The "report" output
+  is always the cleaned report as written.
   """
 
   tokenizer: Any
@@ -110,6 +115,8 @@ class ExampleTransform:
   normalization: str
   max_tokens: int
   sentence_shuffle: bool
+  graph_augment_probability: float = 0.0
+  phrase_bank: graph_augment.PhraseBank | None = None
 
   def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
     image = decode_resize(record["image"], self.image_size)
@@ -118,8 +125,14 @@ class ExampleTransform:
     else:
       image = random_crop(image, self.crop_size, rng)
     report = REPORT_CLEANERS[self.report_cleaner](as_text(record["report"]))
-    target = (shuffle_sentences(report, rng, self.report_cleaner)
-              if rng is not None and self.sentence_shuffle else report)
+    target = report
+    if rng is not None and self.phrase_bank is not None and self.graph_augment_probability > 0:
+      graph = graph_augment.record_graph(record, report)
+      if graph is not None:
+        target = graph_augment.augment(report, *graph, self.phrase_bank, rng,
+                                       probability=self.graph_augment_probability)
+    if rng is not None and self.sentence_shuffle:
+      target = shuffle_sentences(target, rng, self.report_cleaner)
     tokens, mask = tokenizer_lib.encode_padded(self.tokenizer, target, self.max_tokens)
     return {
         "image": normalize(image, self.normalization),
