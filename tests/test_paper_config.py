@@ -55,6 +55,7 @@ def test_paper_variant_resolves_to_the_stated_values():
   c = cnx2rg.get_config("paper")
   for key, value, source in PAPER:
     assert _get(c, key) == value, f"{key} ({source})"
+  assert c.data.graph_augment.enabled and c.data.graph_augment.probability == 0.5
   assert c.model.num_prompts > 0 and c.model.prompt_encoder == ""  # set to converted MedCLIP
   # The model it builds is R2Gen's size: ResNet-101's 2048-wide patch features.
   assert factory.model_config(c.model, vocab_size=100, max_len=100).d_vf == 2048
@@ -76,6 +77,7 @@ def _flat(d, prefix=""):
 SWITCHES = {
     "prompt": {"model.num_prompts": 16},
     "keyword_loss": {"train.keyword_weight": 1.0},
+    "graph_augment": {"data.graph_augment.enabled": True},
     "sentence_shuffle": {"data.sentence_shuffle": True},
     "oversample": {"data.oversample.enabled": True},
 }
@@ -84,7 +86,7 @@ SWITCHES = {
 def test_each_ablation_differs_from_r2gen_in_its_switch_only():
   base = _flat(cnx2rg.get_config("ablation=r2gen").to_dict())
   assert base["train.keyword_weight"] == 0.0 and not base["data.oversample.enabled"]
-  assert not base["data.sentence_shuffle"]
+  assert not base["data.sentence_shuffle"] and not base["data.graph_augment.enabled"]
   assert base["model.num_prompts"] == 0
   demo = _flat(cnx2rg.get_config().to_dict())
   for key in ("model.d_model", "model.resnet_depth", "train.num_steps", "data.crop_size"):
