@@ -25,7 +25,8 @@ from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.training import loop, optimizer, state as state_lib, steps
 from tests.conftest import tiny_config, tiny_model_config
-from tests.test_resnet import _fake_state_dict, _torch_resnet, _write_safetensors
+from tests.test_resnet import (_fake_state_dict, _torch_resnet, _write_safetensors,
+                               randomize_batchnorm)
 
 PREFIX = medclip.VISION_PREFIX
 
@@ -48,13 +49,7 @@ def _torch_medclip():
     import torchvision  # pylint: disable=import-outside-toplevel
     torch.manual_seed(50)
     resnet = torchvision.models.resnet50(weights=None)
-    with torch.no_grad():  # non-trivial BN, as in tests/test_resnet.py
-      for m in resnet.modules():
-        if isinstance(m, tnn.BatchNorm2d):
-          m.weight.uniform_(0.5, 1.5)
-          m.bias.normal_(0.0, 0.1)
-          m.running_mean.normal_(0.0, 0.1)
-          m.running_var.uniform_(0.5, 1.5)
+    randomize_batchnorm(resnet)
     run_resnet = resnet.forward
   except ImportError:  # the same modules and names, built by hand
     resnet = _torch_resnet(50)

@@ -279,14 +279,21 @@ def _torch_resnet(depth):
   torch.manual_seed(depth)
   kind = {18: (Basic, (2, 2, 2, 2)), 50: (Bottle, (3, 4, 6, 3))}[depth]
   net = Net(*kind)
-  with torch.no_grad():  # non-trivial BN so that a swapped mean/var or scale/bias shows up
+  randomize_batchnorm(net)
+  return net.eval()
+
+
+def randomize_batchnorm(net) -> None:
+  """Non-trivial BatchNorm in a torch module, so that a swapped mean/var or scale/bias shows up."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn as tnn  # pylint: disable=import-outside-toplevel
+  with torch.no_grad():
     for m in net.modules():
       if isinstance(m, tnn.BatchNorm2d):
         m.weight.uniform_(0.5, 1.5)
         m.bias.normal_(0.0, 0.1)
         m.running_mean.normal_(0.0, 0.1)
         m.running_var.uniform_(0.5, 1.5)
-  return net.eval()
 
 
 @pytest.mark.parametrize("depth", [18, 50])

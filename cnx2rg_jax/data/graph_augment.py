@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 import numpy as np
 
 from cnx2rg_jax.evaluation import labeler
+from cnx2rg_jax.text import cleaning
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 
@@ -207,13 +208,7 @@ def split_statements(report: str, entities: Sequence[dict], relations: Sequence[
   separators concatenate to `report`. None when the graph does not fit the report."""
   if not _graph_fits(report, entities, relations):
     return None
-  clauses, start = [], 0
-  for i, ch in enumerate(report):
-    if ch in CLAUSE_ENDS:
-      clauses.append((start, i + 1))
-      start = i + 1
-  if start < len(report):
-    clauses.append((start, len(report)))
+  clauses = cleaning.spans_ending_at(report, CLAUSE_ENDS)
   ends = [b for _, b in clauses]
   clause_of = lambda pos: bisect.bisect_right(ends, pos)  # noqa: E731
   joined = [False] * len(clauses)  # joined[k]: clauses k and k + 1 are one statement

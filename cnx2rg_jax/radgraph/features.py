@@ -21,6 +21,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from cnx2rg_jax.text import cleaning
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
 
 PAD, UNK = 0, 1
@@ -117,14 +118,7 @@ def relation_label(cls_id: int) -> Optional[str]:
 
 
 def _sentences(text: str) -> list[tuple[int, int]]:
-  out, start = [], 0
-  for i, ch in enumerate(text):
-    if ch in SENTENCE_ENDS:
-      out.append((start, i + 1))
-      start = i + 1
-  if start < len(text):
-    out.append((start, len(text)))
-  return out
+  return cleaning.spans_ending_at(text, SENTENCE_ENDS)
 
 
 def windows(text: str, max_chars: int, entities: Sequence[dict] = (),

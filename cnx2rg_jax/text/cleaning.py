@@ -164,3 +164,16 @@ def join_sentences(sentences) -> str:
   for i, s in enumerate(sentences):
     _check_str(s, f"sentence {i}")
   return "".join(sentences)
+
+
+def spans_ending_at(text: str, ends: str) -> list[tuple[int, int]]:
+  """[start, end) character spans that cut `text` after every character in `ends` (which stays
+  in its span); a trailing remainder is a span of its own. The spans concatenate to `text`."""
+  out, start = [], 0
+  for i, ch in enumerate(text):
+    if ch in ends:
+      out.append((start, i + 1))
+      start = i + 1
+  if start < len(text):
+    out.append((start, len(text)))
+  return out
