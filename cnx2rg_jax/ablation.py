@@ -90,6 +90,15 @@ def _verdict(diff: float, spread_a: Optional[float], spread_b: Optional[float]) 
   return "better" if diff > 0 else "worse"
 
 
+def _head_trained(run: pathlib.Path) -> bool:
+  """Whether the run trained its keyword head (train.keyword_weight > 0, read from the run's
+  config.json; a run without one is taken as trained)."""
+  f = run / "config.json"
+  if not f.exists():
+    return True
+  return float(json.loads(f.read_text(encoding="utf-8"))["train"]["keyword_weight"]) > 0
+
+
 def aggregate(root: pathlib.Path, names: Sequence[str] = NAMES) -> dict:
   """Mean and spread per configuration over the seeds found under `root`."""
   out: dict = {"configs": {}, "vs_r2gen": {}}
@@ -101,7 +110,11 @@ def aggregate(root: pathlib.Path, names: Sequence[str] = NAMES) -> dict:
     aurocs = []
     for p in runs:
       f = p.parent / "test_keyword_auroc.json"
-      aurocs.append(json.loads(f.read_text(encoding="utf-8"))["per_keyword"] if f.exists() else {})
+      if _head_trained(p.parent.parent) and f.exists():
+        aurocs.append(json.loads(f.read_text(encoding="utf-8"))["per_keyword"])
+      else:  # an untrained head's constant output scores 0.5: not a measurement
+        aurocs.append({})
+        metrics[len(aurocs) - 1]["keyword_head_macro_auroc"] = None
     entry = {"seeds": [int(p.parent.parent.name.removeprefix("seed_")) for p in runs],
              "mean": {}, "spread": {}, "keyword_auroc_mean": {}}
     for m in METRICS:

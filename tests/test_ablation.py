@@ -46,6 +46,24 @@ def test_aggregate_means_spreads_and_verdicts(tmp_path):
   assert "| rib |" not in text  # no AUROC anywhere: no row
 
 
+def test_an_untrained_keyword_head_reports_no_auroc(tmp_path):
+  # Without the keyword loss the head's constant output scores 0.5 everywhere: not a measurement.
+  for seed in (0, 1):
+    _fake_run(tmp_path, "r2gen", seed, {"bleu_4": 0.4, "keyword_head_macro_auroc": 0.5},
+              {"effusion": {"auroc": 0.5}})
+    (ablation.run_dir(tmp_path, "r2gen", seed) / "config.json").write_text(
+        json.dumps({"train": {"keyword_weight": 0.0}}))
+  _fake_run(tmp_path, "keyword_loss", 0, {"bleu_4": 0.4, "keyword_head_macro_auroc": 0.9},
+            {"effusion": {"auroc": 0.9}})
+  (ablation.run_dir(tmp_path, "keyword_loss", 0) / "config.json").write_text(
+      json.dumps({"train": {"keyword_weight": 1.0}}))
+  result = ablation.aggregate(tmp_path)
+  r2gen, kw_loss = result["configs"]["r2gen"], result["configs"]["keyword_loss"]
+  assert r2gen["mean"]["keyword_head_macro_auroc"] is None and r2gen["keyword_auroc_mean"] == {}
+  assert kw_loss["mean"]["keyword_head_macro_auroc"] == pytest.approx(0.9)
+  assert "| effusion | n/a | 0.900 |" in ablation.markdown(result)
+
+
 def test_run_all_skips_finished_runs_and_reports_failures(tmp_path):
   _fake_run(tmp_path, "r2gen", 0, {"bleu_4": 0.1})
   calls = []

@@ -119,7 +119,8 @@ def evaluate_with_baselines(generator, variables, prepared, split: str, config, 
       f"{time.perf_counter() - start:.1f} s")
   meteor = config.eval.meteor
   results = {"CN-X2RG": metrics_of(rows, labeler, meteor, step)}
-  auroc = head_auroc(texts, out)
+  # Without the keyword loss the head is never trained: its constant output would score 0.5.
+  auroc = head_auroc(texts, out) if config.train.keyword_weight > 0 else None
   if auroc is not None:
     results["CN-X2RG"]["keyword_head_macro_auroc"] = auroc["macro_auroc"]
   if config.eval.baselines:
