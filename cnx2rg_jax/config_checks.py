@@ -17,6 +17,7 @@ import jax
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
+from cnx2rg_jax.text import pkuseg_segmenter, word_vocab
 from cnx2rg_jax.training import optimizer
 
 # Keys that must equal the workdir's config.json to resume or evaluate the run there.
@@ -24,9 +25,12 @@ RUN_KEYS = ("model", "text", "data.name", "data.manual_dir", "data.num_examples"
             "data.synthetic_seed", "data.synthetic_image_size", "data.language",
             "data.split_seed", "data.image_size", "data.crop_size", "data.normalization",
             "data.max_tokens")
+# Keys under RUN_KEYS that may differ: where to read something the workdir keeps a copy of.
+LOCAL_KEYS = ("text.pkuseg_model",)
 CONFIG_FILE = "config.json"
 # RUN_KEYS added after runs were saved: a config.json without one was made with this value.
-ADDED_RUN_KEYS = {"model.prompt_encoder": "", "model.prompt_encoder_image_size": 224}
+ADDED_RUN_KEYS = {"model.prompt_encoder": "", "model.prompt_encoder_image_size": 224,
+                  "text.segmenter": "jieba"}
 
 
 class ConfigError(ValueError):
@@ -81,6 +85,7 @@ def check(config) -> None:
       ("data.graph_augment.probability", lambda v: 0 <= v <= 1, "in [0, 1]"),
       ("text.tokenizer", *_one_of(("word", "sentencepiece"))),
       ("text.min_count", *_POS), ("text.vocab_size", lambda v: v >= 8, "at least 8"),
+      ("text.segmenter", *_one_of(word_vocab.SEGMENTERS)),
       ("model.resnet_depth", *_one_of(sorted(model_config.RESNET_FEATURES))),
       ("model.resnet_width", *_POS),
       ("model.d_model", lambda v: v % config.model.num_heads == 0,
@@ -115,7 +120,33 @@ def check(config) -> None:
   ]
   for key, ok, allowed in rules:
     _require(config, key, ok, allowed)
+  _check_segmenter(config)
   _check_prompt_encoder(config.model)
+
+
+def _check_segmenter(config) -> None:
+  """text.segmenter="pkuseg": a word tokenizer of Chinese, spacy-pkuseg installed, and
+  text.pkuseg_model a local model directory."""
+  t = config.text
+  if t.segmenter == "jieba":
+    return
+  fix = "; or use --config.text.segmenter=jieba (the default)"
+  if t.tokenizer != "word":
+    raise ConfigError(f"config key text.segmenter={t.segmenter!r} does not fit text.tokenizer="
+                      f"{t.tokenizer!r}: a {t.tokenizer} tokenizer splits reports itself; set "
+                      f"--config.text.tokenizer=word to segment words with {t.segmenter}{fix}")
+  if config.data.language != "zh":
+    raise ConfigError(f"config key text.segmenter={t.segmenter!r} does not fit data.language="
+                      f"{config.data.language!r}: {t.segmenter} segments Chinese, and "
+                      f"{config.data.language!r} reports are split at whitespace{fix}")
+  if not pkuseg_segmenter.is_installed():
+    raise ConfigError(f"config key text.segmenter={t.segmenter!r} needs the spacy-pkuseg "
+                      f"package, which is not installed: run `pip install spacy-pkuseg`{fix}")
+  try:
+    pkuseg_segmenter.check_model_dir(t.pkuseg_model)
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f"config key text.pkuseg_model={t.pkuseg_model!r} cannot be used: {e}"
+                      f"{fix}") from None
 
 
 def _check_prompt_encoder(m) -> None:
@@ -151,8 +182,8 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def _run_values(config_dict: dict) -> dict[str, Any]:
   flat = _flat(config_dict)
-  return {k: v for k, v in flat.items()
-          if any(k == key or k.startswith(key + ".") for key in RUN_KEYS)}
+  return {k: v for k, v in flat.items() if k not in LOCAL_KEYS
+          and any(k == key or k.startswith(key + ".") for key in RUN_KEYS)}
 
 
 def check_workdir(config, workdir: str) -> None:

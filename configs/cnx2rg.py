@@ -54,6 +54,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   t.tokenizer = "word"  # "word" (jieba + vocabulary) | "sentencepiece"
   t.min_count = 3  # word vocabulary threshold (R2Gen: 3 for IU X-Ray, 10 for MIMIC-CXR)
   t.vocab_size = 1000  # sentencepiece vocabulary size
+  t.segmenter = "jieba"  # the word tokenizer's Chinese segmenter: "jieba" | "pkuseg"
+  # A local spacy-pkuseg model directory (needed with segmenter="pkuseg"; nothing downloads);
+  # the run keeps a copy in DIR/tokenizer/pkuseg_model.
+  t.pkuseg_model = ""
 
   c.model = m = ml_collections.ConfigDict()  # see cnx2rg_jax/models/config.py
   m.resnet_depth = 101  # 18 | 34 | 50 | 101 (the paper and R2Gen: 101)

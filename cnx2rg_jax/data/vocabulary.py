@@ -22,7 +22,8 @@ def tokenizer_for_run(text, prepared: PreparedDataset, workdir: str | None,
     train_texts = read_split_texts(prepared, "train")
   tok = tokenizer_lib.build_tokenizer(
       text.tokenizer, train_texts.reports, min_count=text.min_count,
-      vocab_size=text.vocab_size, language=prepared.language)
+      vocab_size=text.vocab_size, language=prepared.language, segmenter=text.segmenter,
+      pkuseg_model=text.pkuseg_model)
   if directory is not None:
     directory.mkdir(parents=True, exist_ok=True)
     tok.save(str(directory))

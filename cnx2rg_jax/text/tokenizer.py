@@ -129,16 +129,24 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
 
 
 def build_tokenizer(kind: str, reports: Iterable[str], *, min_count: int, vocab_size: int,
-                    language: str) -> Tokenizer:
+                    language: str, segmenter: str = "jieba", pkuseg_model: str = ""
+                    ) -> Tokenizer:
   """Builds a tokenizer of `kind` ("word" | "sentencepiece") on the training `reports`.
 
-  "word" uses `min_count` (tokens seen fewer times become <unk>); "sentencepiece" uses
-  `vocab_size`. An unknown kind raises ValueError naming it and the choices.
+  "word" uses `min_count` (tokens seen fewer times become <unk>) and cuts Chinese with
+  `segmenter` ("jieba" | "pkuseg", the latter with the local model directory `pkuseg_model`);
+  "sentencepiece" uses `vocab_size` and splits text itself, so it takes only "jieba" (the
+  default, meaning no word segmenter). An unknown kind raises ValueError naming it and the
+  choices.
   """
   if kind == "word":
     from cnx2rg_jax.text.word_vocab import WordTokenizer
-    return WordTokenizer.build(reports, min_count, language=language)
+    return WordTokenizer.build(reports, min_count, language=language, segmenter=segmenter,
+                               pkuseg_model=pkuseg_model or None)
   if kind == "sentencepiece":
+    if segmenter != "jieba":
+      raise ValueError(f"a sentencepiece tokenizer splits reports itself; segmenter "
+                       f"{segmenter!r} applies to the word tokenizer only")
     from cnx2rg_jax.text.sentencepiece_model import SentencePieceTokenizer
     return SentencePieceTokenizer.build(reports, vocab_size, language=language)
   raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
