@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from cnx2rg_jax import run
+from cnx2rg_jax import distributed, run
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/cnx2rg.py[:paper].")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Run directory (config, tokenizer, checkpoints).")
@@ -18,17 +18,28 @@ _MODE = flags.DEFINE_enum("mode", "train", run.MODES, "What to run.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split for --mode=eval.")
 _IMAGES = flags.DEFINE_list("images", [], "Files or folders for --mode=predict.")
 _OUTPUT = flags.DEFINE_string("output", "", "Output file for --mode=predict (default stdout).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: HOST:PORT of process 0, or 'auto' to let JAX read "
+    "a cluster's variables (SLURM and Open MPI tasks are detected without it).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 100, "Multi-host: seconds without a heartbeat from a process (it "
+    "died) after which every other process stops with an error instead of waiting.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _COORDINATOR.value:
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    started = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                     _PROCESS_ID.value, _TIMEOUT.value)
+  except distributed.DistributedConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if started:
+    print(started, file=sys.stderr, flush=True)
+    distributed.quiet_unless_first()
   try:
     config = _CONFIG.value
     config.keys()  # a config file that failed to load raises here, not at parse time

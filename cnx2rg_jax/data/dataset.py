@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfds_cncxr
+from cnx2rg_jax import distributed
 from cnx2rg_jax.data import graph_augment, transforms
 
 SPLITS = ("train", "val", "test")
@@ -75,12 +76,20 @@ def prepare(data) -> PreparedDataset:
     if not (manual_dir / "annotation.json").is_file():
       raise DataConfigError(f"data.manual_dir={str(manual_dir)!r} has no annotation.json; point it "
                             "at a CN-CXR release folder in R2Gen's layout (see README, 'Data')")
-  builder = tfds_cncxr.Cncxr(config=cfg, data_dir=data_dir(data), num_workers=data.build_workers)
-  already = builder.is_prepared()
+
+  def build():
+    builder = tfds_cncxr.Cncxr(config=cfg, data_dir=data_dir(data),
+                               num_workers=data.build_workers)
+    already = builder.is_prepared()
+    if not already:
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=str(manual_dir) if manual_dir else None, num_shards=data.num_shards))
+    return builder, already
+
   start = time.perf_counter()
-  if not already:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual_dir) if manual_dir else None, num_shards=data.num_shards))
+  # Several processes: process 0 builds; the others reuse its files, or build their own copy
+  # where their data_dir is not shared.
+  builder, already = distributed.first_then_others(build, f"dataset {cfg.name}")
   return PreparedDataset(builder, built_now=not already,
                          build_seconds=time.perf_counter() - start)
 

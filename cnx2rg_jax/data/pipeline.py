@@ -1,8 +1,9 @@
 """The grain input pipeline: TFDS array_record source -> batches of model inputs.
 
-    source -> (oversampling) -> this process's shard -> seeded shuffle, reshuffled each epoch
+    source -> (oversampling) -> seeded shuffle, reshuffled each epoch
       -> decode -> resize -> random crop (center crop for eval) -> z-score
       -> (graph augmentation, sentence shuffle: training only) -> tokenize -> batch
+      -> this process's batches (training) | this process's examples (eval)
 
 Every random choice is a function of (seed, position in the stream), so the same config gives the
 same batches, and an iterator restored from `get_state()` continues with exactly the next batch.
@@ -107,11 +108,17 @@ def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
 
 def train_dataset(prepared: PreparedDataset, data, tokenizer, *, batch_size: int, seed: int,
                   shard: ProcessShard, split_texts: SplitTexts | None = None,
-                  num_epochs: int | None = None) -> grain.IterDataset:
-  """Endless (or `num_epochs`) shuffled training batches of this process's shard.
+                  num_epochs: int | None = None, start_step: int = 0) -> grain.IterDataset:
+  """Endless (or `num_epochs`) shuffled training batches: this process's part of each global
+  batch, from global step `start_step` on.
 
-  `batch_size` is per process. `split_texts` (of the train split) is needed for oversampling;
-  the graph augmentation builds its phrase bank from it (reading it when not given).
+  `batch_size` is per process. The examples are shuffled, augmented and cut into batches of
+  `batch_size` as one stream, the same on every process; global batch g is that stream's
+  batches g*P .. g*P+P-1 (P processes), and process i reads only batch g*P+i. So the global
+  batch (the processes' batches in process order) is the same for any process count with the
+  same global size, and global step s is a position every topology can start from.
+  `split_texts` (of the train split) is needed for oversampling; the graph augmentation builds
+  its phrase bank from it (reading it when not given).
   """
   bank = phrase_bank(data, prepared, split_texts)
   source: Any = prepared.source("train")
@@ -119,10 +126,10 @@ def train_dataset(prepared: PreparedDataset, data, tokenizer, *, batch_size: int
   if indices is not None:
     source = IndexedSource(source, indices)
   ds = grain.MapDataset.source(source)
-  ds = ds[shard.index::shard.count]
   ds = ds.seed(seed).shuffle().repeat(num_epochs)
   ds = ds.random_map(make_transform(data, tokenizer, prepared.report_cleaner, bank))
   ds = ds.batch(batch_size, drop_remainder=True)
+  ds = ds[shard.index + start_step * shard.count::shard.count]  # lazy: reads only these
   return _to_iter(ds, data)
 
 

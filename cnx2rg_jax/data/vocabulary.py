@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pathlib
 
+from cnx2rg_jax import distributed
 from cnx2rg_jax.data.dataset import PreparedDataset, SplitTexts, read_split_texts
 from cnx2rg_jax.text import tokenizer as tokenizer_lib
 
@@ -15,6 +16,14 @@ def tokenizer_for_run(text, prepared: PreparedDataset, workdir: str | None,
 
   A run keeps its tokenizer: token ids in checkpoints stay meaningful even if the data changes.
   """
+  # Several processes: process 0 builds and saves it; the others then load it (or, where the
+  # workdir is not shared, build the same one from the same reports).
+  return distributed.first_then_others(
+      lambda: _load_or_build(text, prepared, workdir, train_texts), "the run's tokenizer")
+
+
+def _load_or_build(text, prepared: PreparedDataset, workdir: str | None,
+                   train_texts: SplitTexts | None):
   directory = pathlib.Path(workdir) / "tokenizer" if workdir else None
   if directory is not None and (directory / "vocab.json").exists():
     return tokenizer_lib.load_tokenizer(str(directory))

@@ -28,6 +28,7 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 PyTree = Any
@@ -99,6 +100,12 @@ class Checkpoints:
     if step is None or self._score(self._manager.metrics(step)) == -math.inf:
       return None
     return step
+
+  def has_data_state(self, step: int) -> bool:
+    """Whether `step` holds the input position of this process in this topology (grain writes
+    one file a process: a run with another process count has none to read)."""
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    return (epath.Path(self.directory) / str(step) / DATA / name).exists()
 
   def save(self, step: int, state: PyTree, data_iterator=None,
            metrics: Optional[dict] = None, force: bool = False) -> bool:

@@ -39,6 +39,8 @@ class TrainResult:
   step: int
   state: state_lib.TrainState
   last_metrics: dict
+  # (step, metrics) of every log line of this call: means over train.log_every steps
+  history: list = dataclasses.field(default_factory=list)
 
 
 def _global_batch_size(tr) -> tuple[int, int]:
@@ -73,15 +75,22 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   image, num_tokens = config.data.crop_size, config.data.max_tokens - 1
   abstract, shardings, init_state = state_lib.abstract_state(model, tx, mesh, image_size=image,
                                                              num_tokens=num_tokens)
-  ds = pipeline.train_dataset(prepared, config.data, tok, batch_size=local_bs, seed=config.seed,
-                              shard=pipeline.ProcessShard.from_jax(), split_texts=train_texts)
-  data_iter = iter(ds)
   ckpts = ckpt_lib.Checkpoints(str(workdir_path / "checkpoints"), keep_last=tr.keep_last,
                                keep_best=tr.keep_best)
   start = ckpts.latest_step()
+  # The saved input position is restored where this topology wrote one; otherwise (a run
+  # resumed on another number of processes) the pipeline starts at the step, which names the
+  # same global batch in every topology (pipeline.train_dataset).
+  seek = start is not None and not ckpts.has_data_state(start)
+  ds = pipeline.train_dataset(prepared, config.data, tok, batch_size=local_bs, seed=config.seed,
+                              shard=pipeline.ProcessShard.from_jax(), split_texts=train_texts,
+                              start_step=start if seek else 0)
+  data_iter = iter(ds)
   if start is not None:
-    state = ckpts.restore(start, abstract, data_iter)
-    log(f"resumed from step {start} ({workdir_path / 'checkpoints'})")
+    state = ckpts.restore(start, abstract, None if seek else data_iter)
+    log(f"resumed from step {start} ({workdir_path / 'checkpoints'})"
+        + ("; its input position was saved by another number of processes, so the input "
+           "restarts at the global batch of that step" if seek else ""))
   else:
     start = 0
     state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(config.seed))
@@ -98,6 +107,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   progress = metrics_io.Progress(tr.num_steps, global_bs, start_step=start)
   pending: list[tuple[int, dict]] = []
   last: dict = {}
+  history: list[tuple[int, dict]] = []
   try:
     for step in range(start, tr.num_steps):
       local = next(data_iter)
@@ -107,6 +117,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
       done = step + 1
       if done % tr.log_every == 0 or done == tr.num_steps:
         last = _flush(pending, writer, progress, log)
+        history.append((done, last))
         pending = []
       evaluate_now = validate is not None and (done % tr.eval_every == 0
                                                or done == tr.num_steps)
@@ -114,13 +125,14 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
                                                   and done % tr.checkpoint_every == 0):
         if pending:  # never save a state that has not been checked for NaN/Inf
           last = _flush(pending, writer, progress, log)
+          history.append((done, last))
           pending = []
         val = validate(done, state) if evaluate_now else None
         ckpts.save(done, state, data_iter, metrics=val)
   finally:
     ckpts.close()
     writer.close()
-  return TrainResult(step=tr.num_steps, state=state, last_metrics=last)
+  return TrainResult(step=tr.num_steps, state=state, last_metrics=last, history=history)
 
 
 def _validator(config, model, mesh, prepared, tok, writer, log):
