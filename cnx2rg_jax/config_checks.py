@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 import jax
 
+from cnx2rg_jax import sharding
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
@@ -103,6 +104,8 @@ def check(config) -> None:
       ("eval.cn_radgraph_dir", lambda v: v or config.eval.clinical_scorer != "cn_radgraph",
        "the workdir of a trained CN-RadGraph when eval.clinical_scorer='cn_radgraph'"),
       ("eval.batch_size", *_POS), ("eval.val_examples", *_NONNEG),
+      ("mesh.strategy", *_one_of(tuple(sharding.STRATEGIES))),
+      ("mesh.max_replicated_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
       ("mesh.axes", lambda v: "data" in v and set(v) <= {"data", "model"} and len(set(v)) == len(v),
        "a tuple of distinct axis names from 'data' and 'model' that includes 'data'"),
       ("mesh.shape", lambda v: len(v) == len(config.mesh.axes)

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from cnx2rg_jax import bench, config_checks, predict
+from cnx2rg_jax import bench, config_checks, predict, sharding
 from cnx2rg_jax.data import bench as data_bench, dataset, vocabulary
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.radgraph import annotations, extractor as radgraph_extractor
@@ -21,7 +21,8 @@ USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.Release
                FileNotFoundError, annotations.AnnotationError, radgraph_train.RadGraphRunError,
                radgraph_extractor.CheckpointError, config_checks.ConfigError,
                config_checks.WorkdirError, checkpoints.CheckpointError, loop.NonFiniteLossError,
-               PermissionError, IsADirectoryError, NotADirectoryError)
+               PermissionError, IsADirectoryError, NotADirectoryError,
+               sharding.MeshConfigError)
 RADGRAPH_MODES = ("train", "eval")
 
 

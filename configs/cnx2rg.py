@@ -95,6 +95,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.mesh = ms = ml_collections.ConfigDict()  # see cnx2rg_jax/sharding.py
   ms.shape = (-1,)  # devices per axis; -1 takes the rest
   ms.axes = ("data",)  # "data" (batch split) and optionally "model" (large matrices split)
+  # How parameters lie on the mesh: "data" (replicated), "tensor" (Transformer matrices split on
+  # "model"; on a data-only mesh that is "data"), "fsdp" (large parameters and their optimizer
+  # state split on "data"), "fsdp_tensor" (both).
+  ms.strategy = "tensor"
+  ms.max_replicated_fraction = 0.5  # more parameter bytes left whole stops a tensor/fsdp run
 
   c.train = tr = ml_collections.ConfigDict()  # see cnx2rg_jax/training/
   tr.batch_size = 16  # global batch (R2Gen: 16)
@@ -124,6 +129,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   b.train_steps = 3  # timed steps per config, after b.train_warmup (the paper's are slow on a CPU)
   b.train_warmup = 1
   b.train_vocab_size = 2000  # a CN-CXR-sized word vocabulary
+  b.memory_devices = 8  # devices of the paper-model memory table when the machine has only one
 
   if variant == "paper":
     _paper(c)

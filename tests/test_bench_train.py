@@ -25,7 +25,14 @@ def test_bench_train_prints_one_json_line(tiny_synthetic, monkeypatch, capsys):
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 1
   out = json.loads(lines[0])
-  assert seen == ["demo", "paper"] and out["platform"] == "cpu" and out["num_devices"] >= 1
+  # timed: demo, paper; then the paper model's memory table
+  assert seen == ["demo", "paper", "paper"] and out["platform"] == "cpu"
+  assert out["num_devices"] >= 1
+  memory = out["paper_state_memory_per_device"]
+  assert memory["devices"] == (out["num_devices"] if out["num_devices"] > 1
+                               else config.bench.memory_devices)
+  assert [m["strategy"] for m in memory["strategies"]] == ["data", "tensor", "fsdp",
+                                                           "fsdp_tensor"]
   assert [r["config"] for r in out["results"]] == ["demo", "paper"]
   for r in out["results"]:
     assert r["batch"] == config.train.batch_size and r["timed_steps"] == 2

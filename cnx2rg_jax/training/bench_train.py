@@ -5,7 +5,12 @@ weights and random batches of its own shapes (crop, max_tokens, a CN-CXR-sized v
 one compiling step and `bench.train_warmup` warm-up steps. Prints one JSON line:
 
     {"device": ..., "platform": ..., "num_devices": N,
-     "results": [{"config": "demo" | "paper", "batch": B, "examples_per_sec": X, ...}]}
+     "results": [{"config": "demo" | "paper", "batch": B, "examples_per_sec": X, ...}],
+     "paper_state_memory_per_device": {"devices": n, "strategies": [{"strategy", "mesh",
+         "params_mib", "opt_state_mib", "state_mib", "replicated_fraction"}, ...]}}
+
+The memory entry is the paper model's train state per device under each sharding strategy, on
+this machine's devices, or on `bench.memory_devices` when it has one (training.memory_plan).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from cnx2rg_jax import sharding
 from cnx2rg_jax.models import factory
-from cnx2rg_jax.training import optimizer, state as state_lib, steps
+from cnx2rg_jax.training import memory_plan, optimizer, state as state_lib, steps
 
 BENCH_CONFIGS = ("demo", "paper")
 
@@ -47,7 +52,8 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int) -> dict:
   tx, schedules = optimizer.make_optimizer(config.train, steps_per_epoch=100)
   start = time.perf_counter()
   state, shardings = state_lib.create_state(model, tx, mesh, image_size=crop,
-                                            num_tokens=tokens - 1, seed=config.seed)
+                                            num_tokens=tokens - 1, seed=config.seed,
+                                            strategy=config.mesh.strategy)
   shapes = {"image": (batch_size, crop, crop, 1), "report_tokens": (batch_size, tokens),
             "report_mask": (batch_size, tokens), "keyword_labels": (batch_size, 48)}
   step = steps.make_train_step(model, tx, mesh, shardings, shapes,
@@ -89,5 +95,8 @@ def bench_train(config) -> dict:
     print(entry, file=sys.stderr, flush=True)  # progress; stdout is the JSON line
     results.append(entry)
   dev = jax.devices()[0]
+  n = jax.device_count() if jax.device_count() > 1 else b.memory_devices
+  memory = memory_plan.strategy_memory(_dims("paper", config), b.train_vocab_size, n)
   return {"device": dev.device_kind, "platform": dev.platform, "num_devices": jax.device_count(),
-          "results": results}
+          "results": results,
+          "paper_state_memory_per_device": {"devices": n, "strategies": memory}}

@@ -73,8 +73,10 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
     log(prompts)
   tx, schedules = optimizer.make_optimizer(tr, steps_per_epoch)
   image, num_tokens = config.data.crop_size, config.data.max_tokens - 1
-  abstract, shardings, init_state = state_lib.abstract_state(model, tx, mesh, image_size=image,
-                                                             num_tokens=num_tokens)
+  abstract, shardings, init_state = state_lib.abstract_state(
+      model, tx, mesh, image_size=image, num_tokens=num_tokens, strategy=config.mesh.strategy)
+  sharding.check_replication(abstract.params, shardings.params, mesh, config.mesh.strategy,
+                             config.mesh.max_replicated_fraction)
   ckpts = ckpt_lib.Checkpoints(str(workdir_path / "checkpoints"), keep_last=tr.keep_last,
                                keep_best=tr.keep_best)
   start = ckpts.latest_step()

@@ -84,8 +84,10 @@ def _dummy_inputs(image_size: int, num_tokens: int):
 
 
 def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, *,
-                   image_size: int, num_tokens: int) -> tuple[TrainState, TrainState, Any]:
-  """(abstract TrainState, its NamedShardings, the init function of a PRNG key).
+                   image_size: int, num_tokens: int, strategy: str = "tensor"
+                   ) -> tuple[TrainState, TrainState, Any]:
+  """(abstract TrainState, its NamedShardings by `strategy` (sharding.STRATEGIES), the init
+  function of a PRNG key). The optimizer state is laid out as the parameters it tracks.
 
   The abstract state's leaves are ShapeDtypeStructs carrying their shardings, as orbax's
   restore wants them.
@@ -108,7 +110,7 @@ def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mes
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
-  var_shardings = sharding.logical_shardings(abstract_variables, mesh)
+  var_shardings = sharding.logical_shardings(abstract_variables, mesh, strategy)
   shapes = jax.eval_shape(init_state, key)
   replicated = sharding.replicated(mesh)
   opt_shardings = _like_params(shapes.opt_state, shapes.params, var_shardings["params"],
@@ -122,9 +124,10 @@ def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mes
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, *,
-                 image_size: int, num_tokens: int, seed: int) -> tuple[TrainState, TrainState]:
+                 image_size: int, num_tokens: int, seed: int, strategy: str = "tensor"
+                 ) -> tuple[TrainState, TrainState]:
   """(initialised TrainState placed by its shardings, the shardings)."""
   _, shardings, init_state = abstract_state(model, tx, mesh, image_size=image_size,
-                                            num_tokens=num_tokens)
+                                            num_tokens=num_tokens, strategy=strategy)
   state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(seed))
   return state, shardings

@@ -46,7 +46,8 @@ def load(config, workdir: str, log: Callable[[str], None] = print) -> TrainedRun
   mesh = sharding.mesh_from_config(config.mesh)
   tx, _ = optimizer.make_optimizer(config.train, steps_per_epoch=1)  # shapes only
   abstract, _, _ = state_lib.abstract_state(
-      model, tx, mesh, image_size=config.data.crop_size, num_tokens=config.data.max_tokens - 1)
+      model, tx, mesh, image_size=config.data.crop_size, num_tokens=config.data.max_tokens - 1,
+      strategy=config.mesh.strategy)
   ckpts = ckpt_lib.Checkpoints(str(pathlib.Path(workdir) / "checkpoints"),
                                keep_last=config.train.keep_last, keep_best=config.train.keep_best)
   try:
