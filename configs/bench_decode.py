@@ -23,6 +23,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.model.d_model = c.model.d_ff = c.model.rm_d_model = 64
     c.bench.batches, c.bench.max_lens, c.bench.with_encoder = (2,), (20,), (False, True)
     c.data.crop_size = 64
+  elif variant == "gpu":  # scripts/gpu_bench.sh: the cached search in bfloat16, large batches
+    c.model.dtype = "bfloat16"
+    c.bench.batches, c.bench.max_lens, c.bench.with_encoder = (16, 64, 256), (100,), (True,)
+    c.bench.impls, c.bench.repeats = ("cached",), 3
   elif variant:
-    raise ValueError(f"unknown variant {variant!r} of configs/bench_decode.py; use '' or 'quick'")
+    raise ValueError(f"unknown variant {variant!r} of configs/bench_decode.py; use '', 'quick' "
+                     "or 'gpu'")
   return c

@@ -130,6 +130,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   b.train_warmup = 1
   b.train_vocab_size = 2000  # a CN-CXR-sized word vocabulary
   b.memory_devices = 8  # devices of the paper-model memory table when the machine has only one
+  b.train_batch_sizes = ()  # global batches bench_train times (empty: train.batch_size)
+  b.peak_tflops = 0.0  # the chip's dense peak for MFU, when bench_train does not know it
 
   if variant == "paper":
     _paper(c)

@@ -9,6 +9,11 @@ one compiling step and `bench.train_warmup` warm-up steps. Prints one JSON line:
      "paper_state_memory_per_device": {"devices": n, "strategies": [{"strategy", "mesh",
          "params_mib", "opt_state_mib", "state_mib", "replicated_fraction"}, ...]}}
 
+Each result also has the analytic training FLOPs of an example (models/flops.py), the model
+FLOP/s they give, the MFU against the chip's dense peak for model.dtype (None when the chip is
+not in PEAK_FLOPS and bench.peak_tflops is 0), and the first device's peak memory (None on a CPU).
+`bench.train_batch_sizes` times several global batch sizes (empty: train.batch_size).
+
 The memory entry is the paper model's train state per device under each sharding strategy, on
 this machine's devices, or on `bench.memory_devices` when it has one (training.memory_plan).
 """
@@ -22,17 +27,40 @@ import jax
 import numpy as np
 
 from cnx2rg_jax import sharding
-from cnx2rg_jax.models import factory
+from cnx2rg_jax.models import factory, flops
 from cnx2rg_jax.training import memory_plan, optimizer, state as state_lib, steps
 
 BENCH_CONFIGS = ("demo", "paper")
+# Dense peak FLOP/s per chip, (bfloat16, float32 matmuls as TF32), from the vendors' sheets (SXM
+# parts); MFU is reported against the one of the run's model.dtype. bench.peak_tflops overrides.
+PEAK_FLOPS = {"H100": (989.4e12, 494.7e12), "H200": (989.4e12, 494.7e12),
+              "A100": (312e12, 156e12)}
+
+
+def peak_flops(device_kind: str, dtype: str, override_tflops: float = 0.0):
+  """The chip's dense peak for `dtype` ("bfloat16" | "float32"), or None when unknown."""
+  if override_tflops:
+    return override_tflops * 1e12
+  for name, (bf16, f32) in PEAK_FLOPS.items():
+    if name in device_kind:
+      return bf16 if dtype == "bfloat16" else f32
+  return None
+
+
+def peak_memory_mib():
+  """The first device's peak allocated memory (MiB), where the backend reports it (GPU/TPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else round(peak / 2 ** 20, 1)
 
 
 def _dims(name: str, base):
-  """The config whose dims `name` names; the mesh and bench keys of `base` carry over."""
+  """The config whose dims `name` names; the mesh, bench keys and model.dtype of `base` carry
+  over."""
   from configs import cnx2rg  # pylint: disable=import-outside-toplevel
   c = cnx2rg.get_config("" if name == "demo" else name)
   c.mesh, c.bench, c.seed = base.mesh, base.bench, base.seed
+  c.model.dtype = base.model.dtype
   return c
 
 
@@ -43,10 +71,11 @@ def _random_batch(rng: np.random.Generator, batch: int, crop: int, tokens: int, 
           "keyword_labels": rng.integers(-1, 2, size=(batch, 48)).astype(np.int8)}
 
 
-def time_config(config, vocab_size: int, num_steps: int, warmup: int) -> dict:
+def time_config(config, vocab_size: int, num_steps: int, warmup: int,
+                batch_size: int = 0) -> dict:
   """Steps/s of config's train step; returns one `results` entry (config name filled later)."""
   mesh = sharding.mesh_from_config(config.mesh)
-  batch_size, crop = config.train.batch_size, config.data.crop_size
+  batch_size, crop = batch_size or config.train.batch_size, config.data.crop_size
   tokens = config.data.max_tokens
   model = factory.build_model(config, vocab_size)
   tx, schedules = optimizer.make_optimizer(config.train, steps_per_epoch=100)
@@ -76,7 +105,14 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int) -> dict:
   if not bool(metrics["finite"]):
     raise RuntimeError("the benchmark's loss became NaN/Inf; its timings would mean nothing")
   params = sum(x.size for x in jax.tree.leaves(state.params))
+  per_example = flops.train_flops_per_example(model.config, crop, tokens - 1)
+  achieved = per_example * batch_size / seconds
+  peak = peak_flops(jax.devices()[0].device_kind, config.model.dtype, config.bench.peak_tflops)
   return {"batch": batch_size, "examples_per_sec": round(batch_size / seconds, 3),
+          "dtype": config.model.dtype, "train_gflops_per_example": round(per_example / 1e9, 2),
+          "model_tflops_per_sec": round(achieved / 1e12, 3),
+          "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),
+          "peak_memory_mib": peak_memory_mib(),
           "step_seconds": round(seconds, 4), "compile_seconds": round(compile_s, 1),
           "timed_steps": num_steps, "parameters": int(params), "image_size": crop,
           "max_tokens": tokens, "resnet_depth": config.model.resnet_depth,
@@ -90,10 +126,11 @@ def bench_train(config) -> dict:
     raise ValueError(f"bench.train_configs has {sorted(unknown)}; choose from {BENCH_CONFIGS}")
   results = []
   for name in b.train_configs:
-    entry = {"config": name, **time_config(_dims(name, config), b.train_vocab_size,
-                                           b.train_steps, b.train_warmup)}
-    print(entry, file=sys.stderr, flush=True)  # progress; stdout is the JSON line
-    results.append(entry)
+    for batch in b.train_batch_sizes or (0,):
+      entry = {"config": name, **time_config(_dims(name, config), b.train_vocab_size,
+                                             b.train_steps, b.train_warmup, batch)}
+      print(entry, file=sys.stderr, flush=True)  # progress; stdout is the JSON line
+      results.append(entry)
   dev = jax.devices()[0]
   n = jax.device_count() if jax.device_count() > 1 else b.memory_devices
   memory = memory_plan.strategy_memory(_dims("paper", config), b.train_vocab_size, n)
