@@ -38,6 +38,10 @@ def test_bench_train_prints_one_json_line(tiny_synthetic, monkeypatch, capsys):
     assert r["batch"] == config.train.batch_size and r["timed_steps"] == 2
     assert r["examples_per_sec"] == pytest.approx(r["batch"] / r["step_seconds"], rel=1e-2)
     assert r["parameters"] > 0 and r["image_size"] == config.data.crop_size
+    # model FLOP/s = analytic FLOPs per example x examples/s; no known peak on a CPU
+    assert r["model_tflops_per_sec"] == pytest.approx(
+        r["train_gflops_per_example"] * r["examples_per_sec"] / 1e3, rel=2e-2)
+    assert r["mfu"] is None and r["dtype"] == "float32"
 
 
 def test_the_benchmarked_dims_are_the_shipped_configs():
@@ -55,3 +59,17 @@ def test_unknown_bench_config_is_refused(tiny_synthetic):
   config.bench.train_configs = ("huge",)
   with pytest.raises(ValueError, match="huge"):
     bench_train.bench_train(config)
+
+
+def test_mfu_uses_the_chips_peak_for_the_dtype():
+  assert bench_train.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4e12
+  assert bench_train.peak_flops("NVIDIA H200", "float32") == 494.7e12
+  assert bench_train.peak_flops("cpu", "bfloat16") is None
+  assert bench_train.peak_flops("cpu", "bfloat16", override_tflops=2.5) == 2.5e12
+
+
+def test_the_gpu_decode_variant_resolves():
+  from configs import bench_decode  # pylint: disable=import-outside-toplevel
+  c = bench_decode.get_config("gpu")
+  assert c.model.dtype == "bfloat16" and tuple(c.bench.batches) == (16, 64, 256)
+  assert tuple(c.bench.impls) == ("cached",) and c.model.resnet_depth == 101

@@ -47,6 +47,10 @@ def peak_flops(device_kind: str, dtype: str, override_tflops: float = 0.0):
   return None
 
 
+def _sig(x: float) -> float:
+  return float(f"{x:.4g}")  # 4 significant digits
+
+
 def peak_memory_mib():
   """The first device's peak allocated memory (MiB), where the backend reports it (GPU/TPU)."""
   stats = jax.devices()[0].memory_stats() or {}
@@ -109,8 +113,8 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int,
   achieved = per_example * batch_size / seconds
   peak = peak_flops(jax.devices()[0].device_kind, config.model.dtype, config.bench.peak_tflops)
   return {"batch": batch_size, "examples_per_sec": round(batch_size / seconds, 3),
-          "dtype": config.model.dtype, "train_gflops_per_example": round(per_example / 1e9, 2),
-          "model_tflops_per_sec": round(achieved / 1e12, 3),
+          "dtype": config.model.dtype, "train_gflops_per_example": _sig(per_example / 1e9),
+          "model_tflops_per_sec": _sig(achieved / 1e12),
           "mfu": None if peak is None else round(achieved / (peak * jax.device_count()), 4),
           "peak_memory_mib": peak_memory_mib(),
           "step_seconds": round(seconds, 4), "compile_seconds": round(compile_s, 1),

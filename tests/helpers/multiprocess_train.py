@@ -1,7 +1,8 @@
 """One process of a (multi-process) training run of the tiny test model, for the multi-host tests.
 
     python tests/helpers/multiprocess_train.py --data_dir=D --workdir=W[,W2...] --steps=S --devices=K
-        [--num_processes=N --process_id=I --port=P] [--mesh=4,1] [--die_after_step=J]
+        [--num_processes=N --process_id=I --port=P] [--mesh=2,2 --strategy=fsdp_tensor]
+        [--die_after_step=J] [--lr=1e-5]
 
 Starts `jax.distributed` on 127.0.0.1:P when N > 1 (through `cnx2rg_jax.distributed`, as
 launch.py does), trains `loop.train` on K simulated CPU devices with a constant learning rate
@@ -30,6 +31,7 @@ def main() -> int:
   p.add_argument("--process_id", type=int, default=0)
   p.add_argument("--port", type=int, default=0)
   p.add_argument("--mesh", default="-1")
+  p.add_argument("--strategy", default="data")
   p.add_argument("--timeout", type=int, default=100)
   p.add_argument("--die_after_step", type=int, default=0)
   p.add_argument("--lr", type=float, default=1e-5)
@@ -51,6 +53,7 @@ def main() -> int:
   c = tiny_model_config(args.data_dir)
   c.mesh.shape = [int(s) for s in args.mesh.split(",")]
   c.mesh.axes = ["data", "model"][:len(c.mesh.shape)]
+  c.mesh.strategy = args.strategy
   tr = c.train
   tr.num_steps, tr.log_every, tr.checkpoint_every = args.steps, 1, 0
   tr.lr_schedule, tr.warmup_steps = "constant", 0
