@@ -25,25 +25,9 @@ from cnx2rg_jax.text import tokenizer as tok
 from cnx2rg_jax.text.cleaning import clean_report
 from cnx2rg_jax.text.word_vocab import WordTokenizer
 from configs import cnx2rg
+from tests.test_text import CORPUS
 
-TRAIN_REPORTS = [
-    "两肺纹理增强，右下肺野见片状密度增高影，边缘模糊。心影不大。右侧肋膈角变钝。",
-    "两肺未见明显实质性病变。心影大小形态未见异常。纵隔居中。两侧肋膈角锐利。",
-    "两肺纹理增多、增粗。心影不大。主动脉结突出。两侧肋膈角锐利。",
-    "左下肺野见斑片状影，边缘模糊。心影不大。纵隔居中。左侧肋膈角变钝。",
-    "右侧胸腔积液。右侧肋膈角消失。心影不大。纵隔居中。",
-    "左侧气胸，左肺压缩约30%。纵隔居中。心影不大。",
-    "心脏起搏器置入术后改变。两肺纹理增强。心影增大。",
-    "胸骨见钢丝影，心脏术后改变。两肺未见明显实质性病变。",
-    "右侧第5、6肋骨骨折。右侧少量气胸。两肺纹理增强。",
-    "两肺透亮度增高，肺纹理稀疏，考虑肺气肿。心影狭长。两侧膈面低平。",
-    "右上肺见条索影及钙化灶。心影不大。纵隔居中。",
-    "主动脉弓迂曲，可见钙化。心影增大。两肺纹理增强。",
-    "两肺门影增浓。两肺纹理增强、模糊。心影不大。",
-    "右侧引流管置入术后改变。右侧少量气胸。右肺部分不张。",
-    "胸椎侧弯。两肺纹理增强。心影不大。",
-    "气管居中。纵隔未见增宽。两肺未见明显实质性病变。",
-]
+TRAIN_REPORTS = CORPUS  # tests/test_text.py's realistic reports
 # Reports the model never saw: unknown runs (右上肺见, 可见钙化) are where segmenters differ.
 HELD_OUT = [
     "两肺纹理增强，右上肺见结节影，考虑炎性病变。心影增大。",

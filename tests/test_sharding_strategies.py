@@ -1,6 +1,7 @@
 """Sharding strategies without devices: the replication check and the memory plan, on
 AbstractMeshes of the tiny model (tests/test_sharded_training.py runs them on 8 CPU devices)."""
 
+import jax
 import numpy as np
 import pytest
 from jax.sharding import AbstractMesh
@@ -33,7 +34,7 @@ def _layout(tiny, mesh, strategy):
 def _brute_force_fraction(abstract_params):
   """Replicated share of parameter bytes, from each leaf's own shard shape."""
   whole = total = 0
-  for leaf in __import__("jax").tree.leaves(abstract_params):
+  for leaf in jax.tree.leaves(abstract_params):
     size = int(np.prod(leaf.shape)) * leaf.dtype.itemsize
     total += size
     whole += size if leaf.sharding.shard_shape(leaf.shape) == leaf.shape else 0
