@@ -15,7 +15,7 @@ py="${PYTHON:-python3}"
 "$py" -c 'import jax; d = jax.devices()[0]; print(d.platform, d.device_kind, jax.device_count())' \
   | tee "$out/device.txt"
 "$py" launch.py --config=configs/cnx2rg.py:paper --mode=bench_train \
-  --config.bench.train_configs=paper, --config.bench.train_batch_sizes=16,32,64 \
+  "--config.bench.train_configs=('paper',)" "--config.bench.train_batch_sizes=(16,32,64)" \
   --config.bench.train_steps=10 --config.bench.train_warmup=2 --config.model.dtype=bfloat16 \
   | tee "$out/train.json"
 "$py" launch.py --config=configs/bench_decode.py:gpu --mode=bench_decode | tee "$out/decode.json"
