@@ -98,6 +98,11 @@ class MultiHeadAttention(nn.Module):
   `project_kv` maps inputs to [B, S, H, Dh] keys and values; `attend` projects the queries,
   attends over given keys/values (optionally masked) and applies the output projection.
   `__call__(q, kv)` == `attend(q, *project_kv(kv))`.
+
+  `attend` sows its float32 softmax weights [B, heads, T, S] (before dropout) into the
+  'intermediates' collection as 'attention_probs' when the caller applies with
+  mutable=['intermediates']; e.g. the decoder's last cross-attention is at
+  intermediates['decoder_layers_{N-1}']['src_attn']['attention_probs'].
   """
   num_heads: int
   d_model: int
@@ -133,6 +138,9 @@ class MultiHeadAttention(nn.Module):
       # R2Gen fills masked scores with -1e9; any huge negative gives exactly zero weight.
       scores = jnp.where(mask, scores, -1e9)
     probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
+    # Kept only when the caller makes 'intermediates' mutable (the report card's attention
+    # maps); otherwise sow is a no-op and costs nothing in training or decoding.
+    self.sow("intermediates", "attention_probs", probs)
     probs = self.attn_dropout(probs, deterministic=deterministic)
     ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), values.astype(self.dtype))
     return self.out(ctx.reshape(ctx.shape[:-2] + (self.d_model,)))
