@@ -8,19 +8,30 @@ process 0 as the one that talks, and work that process 0 must do first.
 A process that stops sending heartbeats for `--distributed_timeout` seconds (it died, or its
 host did) makes JAX's coordination service stop every other process with an error that says a
 task died, instead of leaving them waiting in a collective forever.
+
+Processes meet at the coordination service's barriers (`barrier`), never at a device
+collective: on CPUs the collectives are Gloo's, whose communicators must be joined by every
+process within a fixed 30 s, so a process that is still building the dataset or compiling while
+another already waits in a collective would fail the run. For the same reason a multi-process
+run compiles its train step on every process before the first step (`compiled_together`).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
-from typing import Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import jax
-from jax.experimental import multihost_utils
+from jax._src import distributed as jax_distributed  # the coordination-service client
 
 T = TypeVar("T")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+# How long a process waits at a barrier for the slowest one (building a release's dataset,
+# compiling the paper model). A process that died is reported sooner, by the heartbeat timeout.
+BARRIER_TIMEOUT_S = 6 * 3600
+_barrier_uses: collections.Counter = collections.Counter()
 # Launchers whose variables JAX's cluster detection reads: name -> (variable, tasks variable).
 CLUSTER_LAUNCHERS = {"SLURM": ("SLURM_JOB_ID", "SLURM_NTASKS"),
                      "Open MPI": ("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE")}
@@ -92,6 +103,33 @@ def quiet_unless_first() -> None:
     sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the process's life)
 
 
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+  """Waits until every process has reached the barrier `name` (one process: returns at once).
+
+  The coordination service's barrier, not a device collective (see the module docstring).
+  Every process must pass the same barriers in the same order.
+  """
+  if jax.process_count() == 1:
+    return
+  _barrier_uses[name] += 1
+  client = jax_distributed.global_state.client
+  client.wait_at_barrier(f"cnx2rg/{name}/{_barrier_uses[name]}", int(timeout_s * 1000))
+
+
+def compiled_together(jitted: Any, *args) -> Callable:
+  """The jitted function compiled for `args` on every process, which then meet at a barrier.
+
+  Its first run (the first collective of a multi-process run) then starts on all processes
+  within moments of each other, however long each took to compile. One process: `jitted` as it
+  is, compiled on its first call.
+  """
+  if jax.process_count() == 1:
+    return jitted
+  compiled = jitted.lower(*args).compile()
+  barrier("compiled")
+  return compiled
+
+
 def first_then_others(fn: Callable[[], T], what: str) -> T:
   """`fn()` on process 0, then (after a barrier) on the others, then a barrier.
 
@@ -102,8 +140,8 @@ def first_then_others(fn: Callable[[], T], what: str) -> T:
   if jax.process_count() == 1:
     return fn()
   result = fn() if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices(f"cnx2rg: {what}, process 0")
+  barrier(f"{what}, process 0")
   if jax.process_index() != 0:
     result = fn()
-  multihost_utils.sync_global_devices(f"cnx2rg: {what}, all processes")
+  barrier(f"{what}, all processes")
   return result

@@ -75,3 +75,41 @@ def test_flags_that_do_not_go_together(flags, message):
 def test_timeout_must_be_positive():
   with pytest.raises(distributed.DistributedConfigError, match="--distributed_timeout=0"):
     distributed.initialize("127.0.0.1:1", 2, 0, timeout_s=0, env={}, init=Recorder())
+
+
+class _RecordingClient:
+  """Stands in for the coordination-service client: records barrier keys and timeouts."""
+
+  def __init__(self, events):
+    self.events = events
+
+  def wait_at_barrier(self, key, timeout_ms):
+    self.events.append(("barrier", key, timeout_ms))
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_first_then_others_meets_at_coordination_barriers(monkeypatch, index):
+  events = []
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed.jax, "process_index", lambda: index)
+  monkeypatch.setattr(distributed.jax_distributed.global_state, "client",
+                      _RecordingClient(events))
+  monkeypatch.setattr(distributed, "_barrier_uses", distributed.collections.Counter())
+  for _ in range(2):
+    result = distributed.first_then_others(lambda: events.append(("work",)) or "done",
+                                           "tokenizer")
+    assert result == "done"  # every process gets its own fn()'s result
+  kinds = [e[0] for e in events]
+  # Process 0 works before the first barrier; the others between the two barriers.
+  once = ["work", "barrier", "barrier"] if index == 0 else ["barrier", "work", "barrier"]
+  assert kinds == once * 2
+  keys = [e[1] for e in events if e[0] == "barrier"]
+  assert len(set(keys)) == 4  # a barrier id is never reused
+  assert all(e[2] == distributed.BARRIER_TIMEOUT_S * 1000 for e in events if e[0] == "barrier")
+
+
+def test_one_process_passes_barriers_without_a_client(monkeypatch):
+  monkeypatch.setattr(distributed.jax_distributed.global_state, "client", None)
+  distributed.barrier("anything")  # one process: nothing to wait for, no client needed
+  jitted = distributed.jax.jit(lambda x: x + 1)
+  assert distributed.compiled_together(jitted, 1) is jitted

@@ -21,7 +21,7 @@ from typing import Callable
 
 import jax
 
-from cnx2rg_jax import config_checks, sharding
+from cnx2rg_jax import config_checks, distributed, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory, prompt_encoder
 from cnx2rg_jax.training import checkpoints as ckpt_lib
@@ -114,6 +114,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
     for step in range(start, tr.num_steps):
       local = next(data_iter)
       batch = sharding.global_batch({k: local[k] for k in shapes}, mesh)
+      if step == start:
+        step_fn = distributed.compiled_together(step_fn, state, batch)
       state, metrics = step_fn(state, batch)
       pending.append((step + 1, metrics))
       done = step + 1
