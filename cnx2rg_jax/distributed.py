@@ -66,6 +66,7 @@ def initialize(coordinator_address: Optional[str], num_processes: Optional[int],
   if timeout_s < 1:
     raise DistributedConfigError(f"--distributed_timeout={timeout_s}; it must be >= 1 second")
   explicit = coordinator_address not in (None, "", "auto")
+  cluster = detected_cluster(env)
   given = [f for f, v in (("--num_processes", num_processes), ("--process_id", process_id))
            if v is not None]
   if explicit:
@@ -86,9 +87,9 @@ def initialize(coordinator_address: Optional[str], num_processes: Optional[int],
     raise DistributedConfigError(f"{' and '.join(given)} without --coordinator_address: give "
                                  "the coordinator's HOST:PORT as well (or 'auto' under a "
                                  "cluster launcher, which sets all three)")
-  elif coordinator_address == "auto" or detected_cluster(env):
+  elif coordinator_address == "auto" or cluster:
     init(heartbeat_timeout_seconds=timeout_s)
-    how = f"the {detected_cluster(env) or 'cluster'} environment"
+    how = f"the {cluster or 'cluster'} environment"
   else:
     return None
   return (f"process {jax.process_index()} of {jax.process_count()} ({how}); "

@@ -43,12 +43,13 @@ def strategy_memory(config, vocab_size: int, num_devices: int) -> list[dict]:
   """One entry a strategy of `sharding.STRATEGIES` for `config`'s model on `num_devices`."""
   model = factory.build_model(config, vocab_size)
   tx, _ = optimizer.make_optimizer(config.train, steps_per_epoch=1)  # shapes only
+  sizes = {"image_size": config.data.crop_size, "num_tokens": config.data.max_tokens - 1}
+  traced = state_lib.traced_shapes(model, tx, **sizes)  # once; only the layouts differ
   out = []
   for strategy in sharding.STRATEGIES:
     mesh = mesh_for(strategy, num_devices)
-    abstract, shardings, _ = state_lib.abstract_state(
-        model, tx, mesh, image_size=config.data.crop_size,
-        num_tokens=config.data.max_tokens - 1, strategy=strategy)
+    abstract, shardings, _ = state_lib.abstract_state(model, tx, mesh, strategy=strategy,
+                                                      traced=traced, **sizes)
     params = per_device_bytes(abstract.params)
     opt = per_device_bytes(abstract.opt_state)
     stats = per_device_bytes(abstract.batch_stats)

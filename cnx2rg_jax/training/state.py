@@ -83,15 +83,10 @@ def _dummy_inputs(image_size: int, num_tokens: int):
           jnp.zeros((1, num_tokens), jnp.int32))
 
 
-def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, *,
-                   image_size: int, num_tokens: int, strategy: str = "tensor"
-                   ) -> tuple[TrainState, TrainState, Any]:
-  """(abstract TrainState, its NamedShardings by `strategy` (sharding.STRATEGIES), the init
-  function of a PRNG key). The optimizer state is laid out as the parameters it tracks.
-
-  The abstract state's leaves are ShapeDtypeStructs carrying their shardings, as orbax's
-  restore wants them.
-  """
+def traced_shapes(model: nn.Module, tx: optax.GradientTransformation, *, image_size: int,
+                  num_tokens: int) -> tuple[Any, TrainState, Any]:
+  """(the model's abstract variables, the abstract TrainState, the init function of a PRNG
+  key): the traces `abstract_state` lays out on a mesh, which do not depend on the mesh."""
   def init_variables(key):
     return model.init(key, *_dummy_inputs(image_size, num_tokens))
 
@@ -110,8 +105,22 @@ def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mes
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
+  return abstract_variables, jax.eval_shape(init_state, key), init_state
+
+
+def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, *,
+                   image_size: int, num_tokens: int, strategy: str = "tensor",
+                   traced: Optional[tuple] = None) -> tuple[TrainState, TrainState, Any]:
+  """(abstract TrainState, its NamedShardings by `strategy` (sharding.STRATEGIES), the init
+  function of a PRNG key). The optimizer state is laid out as the parameters it tracks.
+
+  The abstract state's leaves are ShapeDtypeStructs carrying their shardings, as orbax's
+  restore wants them. `traced`: `traced_shapes(...)` of the same model, optimizer and sizes,
+  to lay one trace out on several meshes or strategies.
+  """
+  abstract_variables, shapes, init_state = traced or traced_shapes(
+      model, tx, image_size=image_size, num_tokens=num_tokens)
   var_shardings = sharding.logical_shardings(abstract_variables, mesh, strategy)
-  shapes = jax.eval_shape(init_state, key)
   replicated = sharding.replicated(mesh)
   opt_shardings = _like_params(shapes.opt_state, shapes.params, var_shardings["params"],
                                replicated)
