@@ -18,6 +18,14 @@ _MODE = flags.DEFINE_enum("mode", "train", run.MODES, "What to run.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split for --mode=eval.")
 _IMAGES = flags.DEFINE_list("images", [], "Files or folders for --mode=predict.")
 _OUTPUT = flags.DEFINE_string("output", "", "Output file for --mode=predict (default stdout).")
+_CARD = flags.DEFINE_bool(
+    "card", False, "--mode=eval and --mode=predict: also write the report card, an HTML page "
+    "(eval: DIR/eval/<split>_card/index.html; predict: DIR/predict_card/index.html). "
+    "--mode=train writes the test card when config card.enabled is true. --card=DIR is "
+    "--card --card_dir=DIR.")
+_CARD_DIR = flags.DEFINE_string(
+    "card_dir", "", "Folder for the report card of --mode=eval or --mode=predict instead of the "
+    "default; implies --card.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: HOST:PORT of process 0, or 'auto' to let JAX read "
     "a cluster's variables (SLURM and Open MPI tasks are detected without it).")
@@ -49,11 +57,37 @@ def main(argv):
           file=sys.stderr)
     return 2
   return run.main(config, workdir=_WORKDIR.value, mode=_MODE.value, split=_SPLIT.value,
-                  images=_IMAGES.value, output=_OUTPUT.value)
+                  images=_IMAGES.value, output=_OUTPUT.value, card=_CARD.value,
+                  card_dir=_CARD_DIR.value, config_name=_config_name())
+
+
+def _config_name() -> str:
+  """The --config flag's value as given (file and variant), for the report card."""
+  try:
+    return flags.FLAGS["config"].serialize().split("=", 1)[1]
+  except (IndexError, KeyError, AttributeError):
+    return ""
+
+
+BOOL_WORDS = ("true", "false", "t", "f", "1", "0", "yes", "no")
+
+
+def card_path_flags(argv):
+  """`--card=DIR` (a folder, not true/false) -> `--card --card_dir=DIR`: the card flag is a
+  switch that also takes the card's folder."""
+  out = []
+  for arg in argv:
+    value = arg.split("=", 1)[1] if arg.startswith("--card=") else None
+    if value is not None and value.lower() not in BOOL_WORDS:
+      out += ["--card", f"--card_dir={value}"]
+    else:
+      out.append(arg)
+  return out
 
 
 def parse_flags(argv):
   """absl's parsing, with one-paragraph errors for a bad config file, key or value."""
+  argv = card_path_flags(argv)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -121,6 +121,10 @@ def check(config) -> None:
       ("train.warmup_steps", *_NONNEG), ("train.weight_decay", *_NONNEG),
       ("train.clip_value", *_NONNEG), ("train.keyword_weight", *_NONNEG),
   ]
+  if "card" in config:
+    rules += [("card.enabled", lambda v: isinstance(v, bool), "true or false"),
+              ("card.num_cases", lambda v: isinstance(v, int) and not isinstance(v, bool)
+               and v >= 0, "an integer >= 0 (0 shows every case)")]
   for key, ok, allowed in rules:
     _require(config, key, ok, allowed)
   _check_segmenter(config)

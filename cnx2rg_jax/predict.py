@@ -16,6 +16,10 @@ them; "keyword_probs" (the keyword head's sigmoids, 4 decimals) only when the ru
 head (train.keyword_weight > 0), since an untrained head says nothing. A bad file gets an error
 line and the others go on. Exit code: 0 all reported, 1 some failed, 2 no images given.
 
+With `--card` (or `--card_dir=OUT`), the report card of the first `card.num_cases` good images
+(0: all), each with its report, the labeler's keyword spans and the attention map of every
+generated word, goes to OUT/index.html (default DIR/predict_card/); see `cnx2rg_jax.card`.
+
 Multi-host: every process reads and prepares every file (cheap next to beam search), so that
 all agree on which files failed and on the number of global steps; each one feeds only its own
 slots of every global batch, all get every row back, and process 0 alone logs and writes.
@@ -100,9 +104,11 @@ def _prepared(jobs: Sequence[image_files.ImageJob], data):
 
 
 def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
-                log: Callable[[str], None] = print_to_stderr) -> int:
+                log: Callable[[str], None] = print_to_stderr, card_dir: str = "",
+                config_name: str = "") -> int:
   """Reports for `images` (files and folders) with the run in `workdir`, written as JSON lines to
   `output` (a file) or stdout; returns the exit code (0 ok, 1 some image failed, 2 no images).
+  With `card_dir`, also the report card of the predicted images (`card.build`) in that folder.
   Raises what `trained.load` raises when the workdir holds no usable run."""
   jobs = image_files.expand_paths(list(images or []))
   if not jobs:
@@ -117,6 +123,14 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
   writer = _OrderedWriter(len(jobs), out)
   feed: list[tuple[int, np.ndarray]] = []  # this process's (job index, image) of the batch
   good = failed = 0  # the same on every process: all of them read every file
+  # For the card: the first card.num_cases (0: all) good images with their reports and ids, on
+  # every process (all of them read every file).
+  card_rows: dict[int, list] = {}
+  card_cap = 0
+  if card_dir:
+    from cnx2rg_jax.card import build  # pylint: disable=import-outside-toplevel
+    build.check_card_config(config.card)  # before the long part
+    card_cap = config.card.num_cases
 
   def run_batch() -> None:
     crop = config.data.crop_size
@@ -124,8 +138,10 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     index = np.asarray([i for i, _ in feed], np.int64)
     rows, ids, probs, _ = gen.run_batch(run.variables, batch, index)
     texts = generate.decode_texts(run.tokenizer, ids)
-    for i, text, p in zip(rows.tolist(), texts, probs):
+    for i, text, p, row_ids in zip(rows.tolist(), texts, probs, ids):
       writer.put(i, report_line(jobs[i].path, text, p if with_probs else None))
+      if i in card_rows:
+        card_rows[i] += [text, row_ids]
     feed.clear()
 
   try:
@@ -136,6 +152,8 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
           log(error)
         writer.put(i, {"image": path, "error": error})
         continue
+      if card_dir and (card_cap == 0 or len(card_rows) < card_cap):
+        card_rows[i] = [image]
       if (good % gen.batch_size) // gen.local_batch == me:  # this process's slot
         feed.append((i, image))
       good += 1
@@ -148,4 +166,11 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
       out.close()
   if me == 0:
     log(f"predicted {good} reports ({failed} failed) -> {output or 'stdout'}")
+  if card_dir and card_rows:
+    order = sorted(card_rows)
+    build.write_predict_card(
+        config, workdir, run, [jobs[i].path for i in order],
+        np.stack([card_rows[i][0] for i in order]), [card_rows[i][1] for i in order],
+        np.stack([card_rows[i][2] for i in order]), card_dir, config_name=config_name,
+        num_predicted=good, log=log)
   return 1 if failed else 0

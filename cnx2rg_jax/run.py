@@ -7,6 +7,7 @@ import logging
 import sys
 
 from cnx2rg_jax import bench, config_checks, predict, sharding
+from cnx2rg_jax.card import build as card_build
 from cnx2rg_jax.data import bench as data_bench, dataset, vocabulary
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.radgraph import annotations, extractor as radgraph_extractor
@@ -22,8 +23,9 @@ USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.Release
                radgraph_extractor.CheckpointError, config_checks.ConfigError,
                config_checks.WorkdirError, checkpoints.CheckpointError, loop.NonFiniteLossError,
                PermissionError, IsADirectoryError, NotADirectoryError,
-               sharding.MeshConfigError)
+               sharding.MeshConfigError, card_build.CardError)
 RADGRAPH_MODES = ("train", "eval")
+CARD_MODES = ("eval", "predict")
 
 
 def unknown_key_message(argv, error: Exception) -> str:
@@ -67,39 +69,59 @@ def run_cn_radgraph(config, workdir: str, mode: str, split: str) -> int:
   return 0
 
 
-def evaluate_run(config, workdir: str, split: str) -> dict:
+def evaluate_run(config, workdir: str, split: str, card: bool = False, card_dir: str = "",
+                 config_name: str = "") -> dict:
   """Beam search on `split` with the run's best checkpoint, the baselines beside it; prints the
-  table and writes DIR/eval/."""
+  table and writes DIR/eval/; with `card`, also the report card (DIR/eval/<split>_card/, or
+  `card_dir`)."""
   run = trained.load(config, workdir)
   prepared = dataset.prepare(config.data)
   if split not in prepared.builder.info.splits:
     raise config_checks.ConfigError(f"--split={split} is not a split of this dataset; use one "
                                     f"of {', '.join(prepared.builder.info.splits)}")
   labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
-  results = evaluate.evaluate_with_baselines(run.generator, run.variables, prepared, split,
-                                             config, run.tokenizer, labeler, workdir, run.step)
+  ev = evaluate.evaluate_split(run.generator, run.variables, prepared, split, config,
+                               run.tokenizer, labeler, workdir, run.step)
+  results = ev.results
   print(f"\n{split} split, checkpoint step {run.step} ({run.chosen_by}), clinical pairs by "
         f"{config.eval.clinical_scorer}:\n{evaluate.table(results)}")
   auroc = results["CN-X2RG"].get("keyword_head_macro_auroc")
   if auroc is not None:
     print(f"keyword head macro AUROC {auroc:.3f} (per keyword: {split}_keyword_auroc.json)")
   print(f"wrote {workdir}/eval/{split}_metrics.json, {split}_reports.jsonl, {split}_table.md")
+  if card:
+    card_build.write_eval_card(config, workdir, split, run, prepared, results, ev.rows,
+                               ev.outputs.token_ids, ev.outputs.index, labeler,
+                               config_name=config_name, card_dir=card_dir)
   return results
 
 
-def train_then_test(config, workdir: str) -> int:
-  """--mode=train: data, training (with val evals), then the test table."""
+def train_then_test(config, workdir: str, config_name: str = "") -> int:
+  """--mode=train: data, training (with val evals), then the test table (and, with
+  card.enabled, the test split's report card)."""
   config_checks.check_workdir(config, workdir)
   config_checks.write_config(config, workdir)
   print(prepare_data(config, workdir), flush=True)
   loop.train(config, workdir)
-  evaluate_run(config, workdir, "test")
+  evaluate_run(config, workdir, "test", card=bool(config.get("card") and config.card.enabled),
+               config_name=config_name)
   return 0
 
 
-def main(config, *, workdir: str, mode: str, split: str, images, output: str) -> int:
+def main(config, *, workdir: str, mode: str, split: str, images, output: str,
+         card: bool = False, card_dir: str = "", config_name: str = "") -> int:
+  """Runs `mode`. `card` (or a `card_dir`) makes --mode=eval and --mode=predict write the
+  report card; `config_name` (the --config flag's value) is shown on it."""
+  card = card or bool(card_dir)
   logging.getLogger("absl").setLevel(logging.WARNING)
   try:
+    if card and mode not in CARD_MODES:
+      raise card_build.CardError(f"--card/--card_dir make a report card in --mode=eval or "
+                                 f"--mode=predict, not --mode={mode} (--mode=train writes the "
+                                 "test card when card.enabled is true)")
+    if card and config.get("task") == "cn_radgraph":
+      raise card_build.CardError("--card/--card_dir: the report card is for CN-X2RG runs, not "
+                                 "for the CN-RadGraph extractor (configs/cn_radgraph.py)")
     if config.get("task") == "cn_radgraph":
       return run_cn_radgraph(config, workdir, mode, split)
     if mode == "bench_input":
@@ -113,12 +135,14 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str) ->
       print(json.dumps(bench_train.bench_train(config)))
       return 0
     if mode == "train":
-      return train_then_test(config, workdir)
+      return train_then_test(config, workdir, config_name)
     config_checks.check_workdir(config, workdir)
     if mode == "eval":
-      evaluate_run(config, workdir, split)
+      evaluate_run(config, workdir, split, card=card, card_dir=card_dir, config_name=config_name)
       return 0
-    return predict.run_predict(config, workdir, images, output)
+    return predict.run_predict(config, workdir, images, output,
+                               card_dir=(card_dir or f"{workdir}/predict_card") if card else "",
+                               config_name=config_name)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

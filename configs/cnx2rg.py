@@ -92,6 +92,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   ev.meteor = True  # METEOR in --mode=eval and the final test (needs Java; never during training)
   ev.baselines = True  # score the most-frequent and nearest-neighbour baselines beside the model
 
+  # The report card (cnx2rg_jax/card): an HTML page of cases, keyword spans and attention maps.
+  c.card = cd = ml_collections.ConfigDict()
+  cd.enabled = True  # --mode=train writes DIR/eval/test_card/index.html after the test eval
+  cd.num_cases = 24  # cases on the card: a third best, a third worst (clinical F1), the rest
+  # random (seed); 0 = every case of the split
+
   c.mesh = ms = ml_collections.ConfigDict()  # see cnx2rg_jax/sharding.py
   ms.shape = (-1,)  # devices per axis; -1 takes the rest
   ms.axes = ("data",)  # "data" (batch split) and optionally "model" (large matrices split)

@@ -5,10 +5,14 @@ them, and the files of DIR/eval/.
     DIR/eval/<split>_reports.jsonl  {"id", "prediction", "reference"} one line a report
     DIR/eval/<split>_table.md       the model beside the baselines (--mode=train and eval)
     DIR/eval/<split>_keyword_auroc.json  the keyword head's AUROC per keyword (and macro mean)
+
+`evaluate_split` also hands back the rows and generated ids, from which `cnx2rg_jax.card` makes
+DIR/eval/<split>_card/index.html (run.evaluate_run, with --card or card.enabled in training).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
@@ -106,11 +110,30 @@ def table(results: dict[str, dict]) -> str:
   return "\n".join([head, rule, *body])
 
 
+@dataclasses.dataclass
+class Evaluation:
+  """What `evaluate_split` computed: the results by method name (the model's under "CN-X2RG"),
+  the model's rows and its outputs (generated ids, row indices), aligned with the rows."""
+
+  results: dict
+  rows: list
+  outputs: generate.Outputs
+
+
 def evaluate_with_baselines(generator, variables, prepared, split: str, config, tokenizer,
                             labeler: Callable, workdir: str, step: int,
                             log: Callable[[str], None] = print) -> dict[str, dict]:
   """Beam search on `split`, the baselines, all scored; writes DIR/eval/; returns the results
   by method name (the model's under "CN-X2RG")."""
+  return evaluate_split(generator, variables, prepared, split, config, tokenizer, labeler,
+                        workdir, step, log).results
+
+
+def evaluate_split(generator, variables, prepared, split: str, config, tokenizer,
+                   labeler: Callable, workdir: str, step: int,
+                   log: Callable[[str], None] = print) -> Evaluation:
+  """`evaluate_with_baselines`, also returning the rows and the generator's outputs (what the
+  report card needs)."""
   start = time.perf_counter()
   texts = dataset.read_split_texts(prepared, split)
   rows, out = generate_split(generator, variables, prepared, split, config.data, tokenizer,
@@ -128,7 +151,7 @@ def evaluate_with_baselines(generator, variables, prepared, split: str, config, 
                                       tokenizer, out, rows).items():
       results[name] = metrics_of(b_rows, labeler, meteor)
   if jax.process_index() != 0:  # every process computed the same rows; one writes them
-    return results
+    return Evaluation(results, rows, out)
   folder = write_split(workdir, split, results["CN-X2RG"], rows)
   if config.eval.baselines:
     (folder / f"{split}_baselines.json").write_text(
@@ -145,4 +168,4 @@ def evaluate_with_baselines(generator, variables, prepared, split: str, config, 
   (folder / f"{split}_table.md").write_text(
       f"{split} split, {len(rows)} reports, checkpoint step {step}, clinical scorer "
       f"{config.eval.clinical_scorer}\n\n{text}{head_line}\n", encoding="utf-8")
-  return results
+  return Evaluation(results, rows, out)
