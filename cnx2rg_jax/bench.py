@@ -1,14 +1,23 @@
 """`--mode=bench_decode`: reports/s and tokens/s of the cached beam search and of the naive
 re-decode, at batch 1 and 16, beam 3, max_len 60 and 100, every report forced to full length,
-with and without the visual encoder."""
+with and without the visual encoder.
+
+With `bench.workdir` set (e.g. a workdir written by `python -m cnx2rg_jax.convert.r2gen`), the
+model and its weights are that run's: the model section, the image size, normalization and
+vocabulary come from DIR/config.json and DIR/tokenizer, the weights from its best (else newest)
+checkpoint, as --mode=eval loads them (one-view models only); images are random."""
 
 from __future__ import annotations
 
+import copy
+import json
+import pathlib
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from cnx2rg_jax.models import factory, search
@@ -40,19 +49,42 @@ def _time(fn, variables, inputs, repeats: int) -> float:
   return seconds
 
 
+def _workdir_model(config, workdir: str):
+  """(model, variables, crop size) of the run in `workdir` (its own model, data and train
+  sections; the bench config's mesh)."""
+  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"bench.workdir={workdir} has no config.json; point it at a trained "
+                            "or converted run (python -m cnx2rg_jax.convert.r2gen)")
+  saved = json.loads(path.read_text(encoding="utf-8"))
+  run_config = copy.deepcopy(config)
+  with run_config.unlocked():
+    for section in ("model", "data", "train"):
+      run_config[section] = ml_collections.ConfigDict(saved[section])
+  run = trained.load(run_config, workdir, log=lambda line: print(line, file=sys.stderr))
+  return run.model, run.variables, run_config.data.crop_size
+
+
 def bench_decode(config) -> dict:
   b = config.bench
-  mcfg = factory.model_config(config.model, vocab_size=b.vocab_size, max_len=max(b.max_lens))
-  model = CNX2RG(mcfg)
-  variables = factory.random_variables(model, config.data.crop_size, config.seed)
-  crop, rng = config.data.crop_size, np.random.default_rng(config.seed)
+  workdir = b.get("workdir", "")
+  if workdir:
+    model, variables, crop = _workdir_model(config, workdir)
+    mcfg = model.config
+  else:
+    mcfg = factory.model_config(config.model, vocab_size=b.vocab_size, max_len=max(b.max_lens))
+    model = CNX2RG(mcfg)
+    variables = factory.random_variables(model, config.data.crop_size, config.seed)
+    crop = config.data.crop_size
+  rng = np.random.default_rng(config.seed)
   patches = (crop // 32) ** 2
   results = []
   for with_encoder in b.with_encoder:
     for max_len in b.max_lens:
       for batch in b.batches:
         inputs = (rng.normal(size=(batch, crop, crop, 1)) if with_encoder
-                  else rng.normal(size=(batch, patches, mcfg.d_vf)))
+                  else rng.normal(size=(batch, mcfg.num_views * patches, mcfg.d_vf)))
         inputs = jnp.asarray(inputs, jnp.float32)
         for impl in b.impls:
           fn = _decode_fn(model, impl=impl, beam_size=b.beam_size, max_len=max_len,
@@ -66,5 +98,7 @@ def bench_decode(config) -> dict:
           print(results[-1], flush=True, file=sys.stderr)  # progress; stdout is the JSON line
   return {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
           "model": {"resnet_depth": mcfg.resnet_depth, "d_model": mcfg.d_model,
-                    "vocab_size": mcfg.vocab_size, "image_size": crop},
+                    "vocab_size": mcfg.vocab_size, "image_size": crop,
+                    "r2gen_beam_search": mcfg.r2gen_beam_search},
+          "workdir": workdir,
           "results": results}

@@ -73,8 +73,8 @@ _POS_FLOAT = (lambda v: v > 0, "> 0")
 def check(config) -> None:
   """Raises ConfigError for the first unusable value of a configs/cnx2rg.py config."""
   rules = [
-      ("variant", lambda v: v in ("demo", "paper") or v.startswith("ablation="),
-       "'demo', 'paper' or 'ablation=NAME'"),
+      ("variant", lambda v: v in ("demo", "paper") or v.startswith(("ablation=", "r2gen:")),
+       "'demo', 'paper', 'ablation=NAME' or 'r2gen:DATASET' (configs/r2gen.py)"),
       ("data.name", *_one_of(("synthetic", "release"))),
       ("data.num_examples", lambda v: v >= 10, "at least 10 (each split needs examples)"),
       ("data.image_size", lambda v: v >= 32, "at least 32 pixels"),

@@ -141,10 +141,17 @@ def _trigram_blocked(seqs: jax.Array, t, vocab_size: int) -> jax.Array:
   return blocked > 0
 
 
+# R2Gen's beam search takes this off the score of a beam that has just finished, and keeps
+# extending it (modules/caption_model.py); see `beam_search(r2gen=True)`.
+R2GEN_FINISHED_PENALTY = 1000.0
+
+
 def _beam_step(state: BeamState, *, tokens_to_logits, init_ids, max_len, eos_id, alpha,
-               block_trigrams, min_len, pad_id) -> BeamState:
+               block_trigrams, min_len, pad_id, r2gen=False) -> BeamState:
   """One beam-search step: extend, rank 2K candidates, move eos ones to the finished pool, keep
-  the best K others live, and gather the cache of the surviving beams."""
+  the best K others live, and gather the cache of the surviving beams. With `r2gen`, K
+  candidates only, all of them kept, those ending in eos with a score lowered by
+  R2GEN_FINISHED_PENALTY."""
   batch, k = state.live_logprobs.shape
   t = state.cur_index
   logprobs, cache = _step_logprobs(tokens_to_logits, state, init_ids)
@@ -158,7 +165,7 @@ def _beam_step(state: BeamState, *, tokens_to_logits, init_ids, max_len, eos_id,
 
   # 2K candidates: at most K of them end in eos (one eos per beam), so at least K stay live.
   candidates = (state.live_logprobs[..., None] + logprobs).reshape(batch, k * vocab)
-  top_logprobs, top_index = jax.lax.top_k(candidates, 2 * k)
+  top_logprobs, top_index = jax.lax.top_k(candidates, k if r2gen else 2 * k)
   source_beam = top_index // vocab
   tokens = top_index % vocab
   top_seqs = _write_token(_gather_beams(state.live_seqs, source_beam), t, tokens)
@@ -174,8 +181,14 @@ def _beam_step(state: BeamState, *, tokens_to_logits, init_ids, max_len, eos_id,
   pool_flags = jnp.concatenate([state.finished_flags, new_flags], axis=1)
   finished_scores, keep = jax.lax.top_k(pool_scores, k)
 
-  # The new live set: the best K non-eos candidates (empty beams carry -inf along harmlessly).
-  live_logprobs, live = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_logprobs), k)
+  if r2gen:
+    # R2Gen: the K candidates are the K beams; one that ended in eos is finished above and goes
+    # on with its score lowered by 1000, so it only survives where nothing better exists.
+    live = jnp.broadcast_to(jnp.arange(k), (batch, k))
+    live_logprobs = jnp.where(is_eos, top_logprobs - R2GEN_FINISHED_PENALTY, top_logprobs)
+  else:
+    # The new live set: the best K non-eos candidates (empty beams carry -inf along harmlessly).
+    live_logprobs, live = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_logprobs), k)
   cache_source = jnp.take_along_axis(source_beam, live, axis=1)
   return BeamState(
       cur_index=t + 1,
@@ -200,7 +213,8 @@ def _beam_continues(state: BeamState, *, max_len: int, alpha: float) -> jax.Arra
 
 
 def _beam_search_state(tokens_to_logits, init_ids, init_cache, *, beam_size, max_len, eos_id,
-                       length_penalty=0.0, block_trigrams=False, pad_id=0, min_len=0):
+                       length_penalty=0.0, block_trigrams=False, pad_id=0, min_len=0,
+                       r2gen=False):
   """beam_search's final BeamState (for inspection, e.g. of cur_index)."""
   if beam_size < 1 or max_len < 1:
     raise ValueError(f"beam_size and max_len must be >= 1, got {beam_size}, {max_len}")
@@ -212,7 +226,7 @@ def _beam_search_state(tokens_to_logits, init_ids, init_cache, *, beam_size, max
   def body(s):
     return _beam_step(s, tokens_to_logits=tokens_to_logits, init_ids=init_ids, max_len=max_len,
                       eos_id=eos_id, alpha=alpha, block_trigrams=block_trigrams, min_len=min_len,
-                      pad_id=pad_id)
+                      pad_id=pad_id, r2gen=r2gen)
   return jax.lax.while_loop(lambda s: _beam_continues(s, max_len=max_len, alpha=alpha), body,
                             state)
 
@@ -220,7 +234,7 @@ def _beam_search_state(tokens_to_logits, init_ids, init_cache, *, beam_size, max
 def beam_search(tokens_to_logits: TokensToLogits, init_ids, init_cache, *, beam_size: int,
                 max_len: int, eos_id: int, length_penalty: float = 0.0,
                 block_trigrams: bool = False, pad_id: int = 0,
-                min_len: int = 0) -> tuple[jax.Array, jax.Array]:
+                min_len: int = 0, r2gen: bool = False) -> tuple[jax.Array, jax.Array]:
   """Beam search from bos tokens `init_ids` int32 [batch] and a per-example `init_cache`.
 
   Returns (ids int32 [batch, beam_size, max_len], scores float32 [batch, beam_size]), best
@@ -232,10 +246,19 @@ def beam_search(tokens_to_logits: TokensToLogits, init_ids, init_cache, *, beam_
   log-probability -inf; eos is forbidden at positions < `min_len` (min_len == max_len: every
   sequence runs to max_len, without eos). Slots for which no hypothesis exists (fewer than
   beam_size possible sequences) hold pad_id and score -inf.
+
+  `r2gen=True` is R2Gen's bookkeeping (its CaptionModel.beam_search with one group): each step
+  ranks only the top beam_size extensions; those ending in eos (all of them at max_len - 1)
+  finish, and all beam_size stay beams for the next step, a finished one with its score lowered
+  by R2GEN_FINISHED_PENALTY (so an eos candidate costs a live slot for one step). R2Gen always
+  runs max_len steps; stopping early as above returns the same best hypothesis, since without a
+  length penalty no later hypothesis can beat it (the earlier one wins a tie, as in R2Gen's
+  stable sort of its finished list). The hypotheses after the best may differ from R2Gen's list.
   """
   state = _beam_search_state(tokens_to_logits, init_ids, init_cache, beam_size=beam_size,
                              max_len=max_len, eos_id=eos_id, length_penalty=length_penalty,
-                             block_trigrams=block_trigrams, pad_id=pad_id, min_len=min_len)
+                             block_trigrams=block_trigrams, pad_id=pad_id, min_len=min_len,
+                             r2gen=r2gen)
   return state.finished_seqs, state.finished_scores
 
 

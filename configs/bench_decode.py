@@ -18,6 +18,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.bench.impls = ("cached", "naive")
   c.bench.repeats = 2  # timed calls per setting, after one compiling call
   c.bench.naive_repeats = 1  # the naive re-decode is slow on a CPU
+  # A run's workdir (e.g. from python -m cnx2rg_jax.convert.r2gen): decode with its model,
+  # weights and vocabulary instead of random ones at the dims above ("" = random).
+  c.bench.workdir = ""
   if variant == "quick":  # a smoke run: small dims
     c.model.resnet_depth = 18
     c.model.d_model = c.model.d_ff = c.model.rm_d_model = 64

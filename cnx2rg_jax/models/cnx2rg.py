@@ -43,7 +43,12 @@ class CNX2RG(nn.Module):
           input_normalization=self.image_normalization, dtype=self.config.compute_dtype)
     self.prompt = PromptFusion(self.config)
     self.keyword_head = KeywordHead(self.config)
-    self.transformer = ReportTransformer(self.config, r2gen_layernorm=self.r2gen_layernorm,
+    if self.config.r2gen_rgb_stem and self.image_normalization != "imagenet":
+      raise ValueError("model.r2gen_rgb_stem needs data.normalization='imagenet' (the 3-channel "
+                       f"stem undoes it exactly), got {self.image_normalization!r}")
+    self.transformer = ReportTransformer(self.config,
+                                         r2gen_layernorm=(self.r2gen_layernorm
+                                                          or self.config.r2gen_layernorm),
                                          att_embed_dropout=self.config.visual_dropout)
 
   def frozen_prompt_features(self, images: jax.Array,
@@ -51,12 +56,17 @@ class CNX2RG(nn.Module):
     """`prompt_features` when given; else the frozen encoder's [B, 1, 512] (gradient stopped)
     when `config.prompt_encoder` is set; else None."""
     if prompt_features is None and self.config.prompt_encoder:
+      if images.ndim != 4:
+        raise ValueError("the frozen prompt encoder takes one view [B, H, W, 1]; got images "
+                         f"of shape {images.shape}")
       prompt_features = jax.lax.stop_gradient(self.prompt_encoder(images))
     return prompt_features
 
   def visual_features(self, images: jax.Array, prompt_features: Optional[jax.Array] = None,
                       train: bool = False) -> tuple[jax.Array, jax.Array]:
-    """images [B, H, W, 1] -> (fused visual tokens [B, N, d_vf], keyword logits [B, 48])."""
+    """images [B, H, W, 1], or [B, V, H, W, 1] for V views -> (fused visual tokens [B, N, d_vf],
+    keyword logits [B, 48]); with V views the ResNet runs on each and N = V * patches (see
+    VisualEncoder)."""
     patches, pooled = self.visual(images, train=train)
     prompt_features = self.frozen_prompt_features(images, prompt_features)
     return (self.prompt(patches, prompt_features),

@@ -46,6 +46,25 @@ class ModelConfig:
   rm_d_model: int = 512
   # Numerics: parameters are always float32; activations in `dtype`.
   dtype: str = "float32"
+  # R2Gen compatibility: what R2Gen (cuhksz-nlp/R2Gen) does differently from our defaults, one
+  # switch a quirk; `python -m cnx2rg_jax.convert.r2gen` and configs/r2gen.py turn them all on.
+  # The defaults keep our model, so existing configs and checkpoints are unaffected. (R2Gen's
+  # sqrt(d_model) embedding scale, MCLN MLP shapes, identity initial memory and plain final norm
+  # are our defaults already; IU X-Ray's two views are `num_views` below.)
+  # Every norm is (x - mean) / (unbiased std + eps), R2Gen's LayerNorm, instead of nn.LayerNorm's
+  # (x - mean) / sqrt(biased var + eps).
+  r2gen_layernorm: bool = False
+  # The ResNet stem takes 3 channels, as R2Gen's ImageNet ResNet: the one-channel input (it must
+  # be data.normalization="imagenet") is mapped back to [0, 1] pixels and normalised per channel
+  # with ImageNet's RGB mean/std, exactly what R2Gen's transforms give a gray image read as RGB.
+  r2gen_rgb_stem: bool = False
+  # R2Gen's beam bookkeeping: each step keeps the top beam_size candidates, and those ending in
+  # eos finish there and leave their slot empty for that step (they are carried on with 1000
+  # taken off their score, as R2Gen does); ours ranks 2 * beam_size and keeps beam_size live.
+  r2gen_beam_search: bool = False
+  # Images a study: 1 takes [B, H, W, 1]; V > 1 takes [B, V, H, W, 1], each view through the same
+  # ResNet and their patch features concatenated (R2Gen's IU X-Ray model: V = 2).
+  num_views: int = 1
 
   @property
   def d_vf(self) -> int:

@@ -147,6 +147,23 @@ class ResNet(nn.Module):
     return x
 
 
+# ImageNet's RGB statistics (torchvision's Normalize in R2Gen) and the input pipeline's gray ones
+# (data.normalization="imagenet", cnx2rg_jax/data/transforms.py), all on [0, 1] pixel values.
+IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_RGB_STD = (0.229, 0.224, 0.225)
+IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD = 0.449, 0.226
+
+
+def gray_imagenet_to_rgb(images):
+  """[..., 1] gray images normalised with the ImageNet gray statistics -> [..., 3] float32:
+  each channel c = (pixel - mean_c) / std_c, what torchvision's ToTensor + Normalize give a gray
+  image opened as RGB (R = G = B = pixel)."""
+  pixels = images.astype(jnp.float32) * IMAGENET_GRAY_STD + IMAGENET_GRAY_MEAN
+  mean = jnp.asarray(IMAGENET_RGB_MEAN, jnp.float32)
+  std = jnp.asarray(IMAGENET_RGB_STD, jnp.float32)
+  return (pixels - mean) / std
+
+
 class VisualEncoder(nn.Module):
   """Grayscale radiographs -> ResNet patch features (R2Gen's visual extractor, minus its avgpool).
 
@@ -154,6 +171,15 @@ class VisualEncoder(nn.Module):
   -> (patch_features [B, K, d_vf], pooled [B, d_vf]) with K = (H/32)*(W/32), d_vf =
   `config.d_vf`, pooled = mean over the K patches; both in `config.compute_dtype`. The backbone
   is the submodule `resnet` (its variables are what `convert_torchvision` produces).
+
+  Several views [B, V, H, W, 1], V = `config.num_views` (R2Gen's IU X-Ray: frontal and lateral;
+  a model with V > 1 refuses one-view input): the same ResNet runs on
+  every view and the patch features are concatenated along the token axis in view order,
+  [B, V * K, d_vf], as R2Gen's forward_iu_xray does; pooled is the mean over all V * K patches,
+  i.e. the mean of the views' pooled features (R2Gen concatenates its pooled features instead,
+  but only their shape reaches its decoder; ours feed the keyword head).
+
+  `config.r2gen_rgb_stem`: the stem is torchvision's 3-channel one, fed `gray_imagenet_to_rgb`.
   """
   config: ModelConfig
   frozen_bn: bool = False
@@ -161,11 +187,27 @@ class VisualEncoder(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     cfg = self.config
-    fmap = ResNet(depth=cfg.resnet_depth, in_channels=1, width=cfg.resnet_width,
+    views = None
+    if images.ndim == 5 and images.shape[1] == cfg.num_views:
+      views = images.shape[1]
+      images = images.reshape((-1,) + images.shape[2:])
+    elif not (images.ndim == 4 and cfg.num_views == 1):
+      want = ("[B, H, W, 1] (or [B, 1, H, W, 1])" if cfg.num_views == 1
+              else f"[B, {cfg.num_views}, H, W, 1]")
+      raise ValueError(f"this model (model.num_views={cfg.num_views}) takes images {want}; got "
+                       f"shape {images.shape}")
+    in_channels = 1
+    if cfg.r2gen_rgb_stem:
+      if images.shape[-1] != 1:
+        raise ValueError(f"r2gen_rgb_stem takes one-channel images; got shape {images.shape}")
+      images, in_channels = gray_imagenet_to_rgb(images), 3
+    fmap = ResNet(depth=cfg.resnet_depth, in_channels=in_channels, width=cfg.resnet_width,
                   dtype=cfg.compute_dtype,
                   frozen_bn=self.frozen_bn, name="resnet")(images, train=train)
     b, h, w, c = fmap.shape
     patches = fmap.reshape(b, h * w, c)
+    if views is not None:
+      patches = patches.reshape(b // views, views * h * w, c)
     # Mean in float32 so a bf16 run does not lose precision summing many patches.
     pooled = jnp.mean(patches.astype(jnp.float32), axis=1).astype(patches.dtype)
     return patches, pooled

@@ -64,7 +64,8 @@ def initial_cache(model: CNX2RG, variables, memory, impl: str, max_len: int):
 def search_reports(model: CNX2RG, variables, memory, *, impl: str = "cached", beam_size: int = 3,
                    max_len: int = 100, length_penalty: float = 0.0, block_trigrams: bool = False,
                    min_len: int = 0):
-  """Beam search (greedy when beam_size == 1) from encoder memory [B, N, d_model].
+  """Beam search (greedy when beam_size == 1) from encoder memory [B, N, d_model], with
+  R2Gen's beam bookkeeping when the model's config has r2gen_beam_search.
 
   Returns (ids int32 [B, max_len] of the best beam: tokens after bos, eos, then pad; scores [B]).
   Jit it with the keyword arguments static.
@@ -79,5 +80,5 @@ def search_reports(model: CNX2RG, variables, memory, *, impl: str = "cached", be
   ids, scores = decoding.beam_search(
       fn, bos, cache, beam_size=beam_size, max_len=max_len, eos_id=tokenizer_lib.EOS_ID,
       pad_id=tokenizer_lib.PAD_ID, length_penalty=length_penalty, block_trigrams=block_trigrams,
-      min_len=min_len)
+      min_len=min_len, r2gen=model.config.r2gen_beam_search)
   return ids[:, 0], scores[:, 0]

@@ -1,0 +1,226 @@
+"""Running cuhksz-nlp/R2Gen's own PyTorch code from a local checkout (env R2GEN_DIR), for the
+parity test (tests/test_r2gen_parity.py) and the decode benchmark (scripts/r2gen_decode_bench.py).
+
+Nothing of R2Gen is copied here: its modules are imported from R2GEN_DIR. The shims it needs
+on a CPU-only machine without torchvision, all local to this file:
+- `torchvision.models.resnet{18,34,50,101}`: R2Gen's VisualExtractor builds its ResNet with
+  `getattr(torchvision.models, name)(pretrained=...)`. It is given `TorchvisionResNet` below (the
+  same modules, children order and state-dict names as torchvision's, randomly initialised), so
+  nothing is ever downloaded, whether or not torchvision is installed.
+- `Tensor.cuda`: R2Gen's beam search calls `it.cuda()`; inside `cpu_only()` it is the identity.
+- R2Gen's argparse namespace: `r2gen_args(...)` builds one with its main.py defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+import types
+from typing import Any, Optional
+
+ENV = "R2GEN_DIR"
+
+
+def r2gen_dir() -> Optional[str]:
+  """R2GEN_DIR when it is a checkout of R2Gen (holds models/r2gen.py), else None."""
+  d = os.environ.get(ENV, "")
+  if d and os.path.isfile(os.path.join(d, "models", "r2gen.py")) \
+      and os.path.isfile(os.path.join(d, "modules", "encoder_decoder.py")):
+    return d
+  return None
+
+
+def _torch_resnet_class():
+  import torch.nn as tnn  # pylint: disable=import-outside-toplevel
+
+  class Basic(tnn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride, downsample):
+      super().__init__()
+      self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+      self.bn1 = tnn.BatchNorm2d(planes)
+      self.relu = tnn.ReLU(inplace=True)
+      self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+      self.bn2 = tnn.BatchNorm2d(planes)
+      self.downsample = downsample
+
+    def forward(self, x):
+      y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+      return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+  class Bottleneck(tnn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride, downsample):
+      super().__init__()
+      self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
+      self.bn1 = tnn.BatchNorm2d(planes)
+      self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+      self.bn2 = tnn.BatchNorm2d(planes)
+      self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
+      self.bn3 = tnn.BatchNorm2d(planes * 4)
+      self.relu = tnn.ReLU(inplace=True)
+      self.downsample = downsample
+
+    def forward(self, x):
+      y = self.relu(self.bn1(self.conv1(x)))
+      y = self.relu(self.bn2(self.conv2(y)))
+      y = self.bn3(self.conv3(y))
+      return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+  class TorchvisionResNet(tnn.Module):
+    """torchvision's ResNet (v1.5): children conv1, bn1, relu, maxpool, layer1-4, avgpool, fc."""
+
+    def __init__(self, depth: int):
+      super().__init__()
+      block, layers = {18: (Basic, (2, 2, 2, 2)), 34: (Basic, (3, 4, 6, 3)),
+                       50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}[depth]
+      self.inplanes = 64
+      self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
+      self.bn1 = tnn.BatchNorm2d(64)
+      self.relu = tnn.ReLU(inplace=True)
+      self.maxpool = tnn.MaxPool2d(3, 2, 1)
+      self.layer1 = self._layer(block, 64, layers[0], 1)
+      self.layer2 = self._layer(block, 128, layers[1], 2)
+      self.layer3 = self._layer(block, 256, layers[2], 2)
+      self.layer4 = self._layer(block, 512, layers[3], 2)
+      self.avgpool = tnn.AdaptiveAvgPool2d(1)
+      self.fc = tnn.Linear(512 * block.expansion, 1000)
+      for m in self.modules():
+        if isinstance(m, tnn.Conv2d):
+          tnn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _layer(self, block, planes, n, stride):
+      downsample = None
+      if stride != 1 or self.inplanes != planes * block.expansion:
+        downsample = tnn.Sequential(
+            tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+            tnn.BatchNorm2d(planes * block.expansion))
+      blocks = [block(self.inplanes, planes, stride, downsample)]
+      self.inplanes = planes * block.expansion
+      blocks += [block(self.inplanes, planes, 1, None) for _ in range(n - 1)]
+      return tnn.Sequential(*blocks)
+
+    def forward(self, x):
+      x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+      x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+      return self.fc(self.avgpool(x).flatten(1))
+
+  return TorchvisionResNet
+
+
+def _fake_models_module() -> types.ModuleType:
+  cls = _torch_resnet_class()
+  mod = types.ModuleType("r2gen_harness_torchvision_models")
+
+  def make(depth):
+    def build(pretrained: bool = False, **_):
+      if pretrained:
+        raise RuntimeError("pretrained torchvision weights would be downloaded; the harness "
+                           "builds R2Gen with visual_extractor_pretrained=False")
+      return cls(depth)
+    return build
+
+  for depth in (18, 34, 50, 101):
+    setattr(mod, f"resnet{depth}", make(depth))
+  return mod
+
+
+def import_r2gen(directory: str) -> types.SimpleNamespace:
+  """R2Gen's R2GenModel and Tokenizer imported from `directory` (its modules get the fake
+  torchvision ResNets)."""
+  if directory not in sys.path:
+    sys.path.insert(0, directory)
+  fake = _fake_models_module()
+  try:
+    importlib.import_module("torchvision.models")
+  except ImportError:
+    tv = types.ModuleType("torchvision")
+    tv.models = fake
+    sys.modules.setdefault("torchvision", tv)
+    sys.modules.setdefault("torchvision.models", fake)
+  visual = importlib.import_module("modules.visual_extractor")
+  visual.models = fake  # never torchvision's own (pretrained weights would download)
+  r2gen = importlib.import_module("models.r2gen")
+  tokenizers = importlib.import_module("modules.tokenizers")
+  return types.SimpleNamespace(R2GenModel=r2gen.R2GenModel, Tokenizer=tokenizers.Tokenizer)
+
+
+@contextlib.contextmanager
+def cpu_only():
+  """Tensor.cuda() is the identity inside (R2Gen's beam search calls it)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  if torch.cuda.is_available():
+    yield
+    return
+  original = torch.Tensor.cuda
+  torch.Tensor.cuda = lambda self, *a, **k: self
+  try:
+    yield
+  finally:
+    torch.Tensor.cuda = original
+
+
+def r2gen_args(**overrides: Any) -> types.SimpleNamespace:
+  """R2Gen's main.py arguments (its defaults), with `overrides`."""
+  args = dict(
+      image_dir="", ann_path="", dataset_name="iu_xray", max_seq_length=60, threshold=3,
+      num_workers=0, batch_size=16, visual_extractor="resnet101",
+      visual_extractor_pretrained=False, d_model=512, d_ff=512, d_vf=2048, num_heads=8,
+      num_layers=3, dropout=0.1, logit_layers=1, bos_idx=0, eos_idx=0, pad_idx=0, use_bn=0,
+      drop_prob_lm=0.5, rm_num_slots=3, rm_num_heads=8, rm_d_model=512,
+      sample_method="beam_search", beam_size=3, temperature=1.0, sample_n=1, group_size=1,
+      output_logsoftmax=1, decoding_constraint=0, block_trigrams=1, seed=9233)
+  unknown = set(overrides) - set(args)
+  if unknown:
+    raise ValueError(f"not R2Gen arguments: {sorted(unknown)}")
+  args.update(overrides)
+  return types.SimpleNamespace(**args)
+
+
+def build_model(r2gen, args, seed: int = 0):
+  """(R2GenModel in eval mode with randomised norms, its Tokenizer) for `args`."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(seed)
+  tokenizer = r2gen.Tokenizer(args)
+  model = r2gen.R2GenModel(args, tokenizer)
+  with torch.no_grad():  # non-trivial norms, so that a swapped scale/bias or mean/var shows
+    for name, p in model.named_parameters():
+      if name.endswith(("gamma", "beta")) and p.dim() == 1:
+        (p.uniform_(0.5, 1.5) if name.endswith("gamma") else p.normal_(0.0, 0.1))
+    for m in model.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.normal_(0.0, 0.1)
+        m.running_mean.normal_(0.0, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+  return model.eval(), tokenizer
+
+
+def save_trainer_checkpoint(model, path: str, epoch: int = 7, monitor_best: float = 0.123):
+  """A checkpoint as R2Gen's BaseTrainer._save_checkpoint writes it."""
+  import torch  # pylint: disable=import-outside-toplevel
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-5, amsgrad=True)
+  torch.save({"epoch": epoch, "state_dict": model.state_dict(),
+              "optimizer": optimizer.state_dict(), "monitor_best": monitor_best}, path)
+
+
+def write_annotation(path: str, train_reports, val=(), test=()) -> None:
+  entries = lambda split, reports: [  # noqa: E731
+      {"id": f"{split}{i}", "report": r, "image_path": [f"{split}{i}/0.png", f"{split}{i}/1.png"],
+       "split": split} for i, r in enumerate(reports)]
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"train": entries("train", train_reports), "val": entries("val", val),
+               "test": entries("test", test)}, f)
+
+
+def apply_overrides(config, overrides) -> None:
+  """Applies the converter's `--config.SECTION.KEY=VALUE` overrides to `config` in place."""
+  for item in overrides:
+    key, _, value = item.removeprefix("--config.").partition("=")
+    section, name = key.split(".")
+    config[section][name] = type(config[section][name])(value)

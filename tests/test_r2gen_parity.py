@@ -1,0 +1,241 @@
+"""cnx2rg-jax runs R2Gen's own checkpoints: parity with cuhksz-nlp/R2Gen's PyTorch code.
+
+Runs only when env R2GEN_DIR points at a checkout of cuhksz-nlp/R2Gen and torch is installed
+(skipped otherwise, with the reason). For IU X-Ray (two views) and MIMIC-CXR (one view) it
+builds R2Gen's own R2GenModel with random weights at small dims (ResNet-18, d 32, 2+2 layers),
+saves it as R2Gen's trainer does, converts it with `python -m cnx2rg_jax.convert.r2gen`'s code,
+and checks on the same images:
+- teacher-forced logits and log-probabilities equal R2Gen's within 1e-4 (on R2Gen's rows);
+- beam search at beam 3 with R2Gen's settings (model.r2gen_beam_search) returns R2Gen's token
+  sequences for every example whose finished scores have no near-tie in R2Gen's own search.
+The MIMIC-CXR workdir is also opened as --mode=eval/predict open it (training.trained.load);
+the IU X-Ray one is refused there (the pipeline feeds one view).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from tests.helpers import r2gen_harness as harness
+
+R2GEN = harness.r2gen_dir()
+pytestmark = [
+    pytest.mark.skipif(R2GEN is None, reason="set R2GEN_DIR to a checkout of cuhksz-nlp/R2Gen "
+                       "(with models/r2gen.py) to run the R2Gen parity tests"),
+    pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                       reason="torch is not installed: R2Gen parity skipped"),
+]
+
+WORDS = ("heart", "size", "normal", "lungs", "clear", "no", "pneumothorax", "effusion",
+         "pleural", "focal", "consolidation", "mediastinum", "unremarkable", "mild",
+         "cardiomegaly", "opacity", "left", "right", "base", "x-ray", "degenerative", "spine",
+         "changes", "stable", "silhouette", "within", "limits", "of", "the", "is", "are")
+TOL = 1e-4
+IMAGE = 224  # R2Gen's AvgPool2d(7) needs a 7 x 7 layer4 map
+MAX_LEN = 20  # R2Gen's max_seq_length here
+BATCH = 6
+# R2Gen's eos logit bias in the random models, so that beam search ends reports at varied
+# lengths between 0 and MAX_LEN (measured with torch 2.13; a random model's lengths jump with it).
+EOS_BIAS = {"iu_xray": 1.3, "mimic_cxr": 1.1}
+
+
+def _reports(rng, n):
+  out = []
+  for _ in range(n):
+    sents = []
+    for _ in range(rng.integers(1, 4)):
+      words = [WORDS[int(i)] for i in rng.integers(0, len(WORDS), rng.integers(2, 7))]
+      s = " ".join(words)
+      if rng.random() < 0.3:
+        s = s.capitalize() + ","
+      sents.append(s)
+    text = ". ".join(sents) + "."
+    if rng.random() < 0.2:
+      text = "1. " + text + " 2. rare" + str(int(rng.integers(0, 50))) + "."
+    out.append(text)
+  return out
+
+
+def _r2gen_images(pixels, views):
+  """uint8 [B, V, H, W] gray -> R2Gen's input: RGB from the gray, ToTensor, Normalize."""
+  import torch  # pylint: disable=import-outside-toplevel
+  mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 1, 3, 1, 1)
+  std = torch.tensor((0.229, 0.224, 0.225)).view(1, 1, 3, 1, 1)
+  x = torch.from_numpy(pixels.astype(np.float32) / 255.0)[:, :, None].expand(-1, -1, 3, -1, -1)
+  x = (x - mean) / std
+  return x if views == 2 else x[:, 0]
+
+
+def _our_images(pixels, views):
+  """The same pixels as our pipeline gives them with data.normalization='imagenet'."""
+  from cnx2rg_jax.data import transforms  # pylint: disable=import-outside-toplevel
+  x = np.stack([np.stack([transforms.normalize(v, "imagenet") for v in p]) for p in pixels])
+  return x if views == 2 else x[:, 0]
+
+
+@pytest.fixture(scope="module", params=["iu_xray", "mimic_cxr"])
+def setup(request, tmp_path_factory):
+  import torch  # pylint: disable=import-outside-toplevel
+  dataset = request.param
+  views = 2 if dataset == "iu_xray" else 1
+  tmp = tmp_path_factory.mktemp(dataset)
+  rng = np.random.default_rng(0 if views == 2 else 1)
+  ann = str(tmp / "annotation.json")
+  harness.write_annotation(ann, _reports(rng, 200), _reports(rng, 4), _reports(rng, 4))
+  r2gen = harness.import_r2gen(R2GEN)
+  args = harness.r2gen_args(
+      ann_path=ann, dataset_name=dataset, threshold=3, max_seq_length=MAX_LEN,
+      visual_extractor="resnet18", d_vf=512, d_model=32, d_ff=48, num_heads=4, num_layers=2,
+      rm_num_slots=3, rm_num_heads=2, rm_d_model=32, beam_size=3)
+  model, r2gen_tok = harness.build_model(r2gen, args, seed=views)
+  with torch.no_grad():  # eos likelier, so that the reports end at varied lengths < MAX_LEN
+    model.encoder_decoder.logit.bias[0] = EOS_BIAS[dataset]
+  ckpt = str(tmp / "model_best.pth")
+  harness.save_trainer_checkpoint(model, ckpt)
+
+  from cnx2rg_jax.convert import r2gen as conv  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp / "workdir")
+  record = conv.convert(ckpt, ann, dataset, 3, workdir, num_heads=4, rm_num_heads=2)
+  pixels = rng.integers(0, 256, (BATCH, 2, IMAGE, IMAGE), dtype=np.uint8)
+  return dict(dataset=dataset, views=views, model=model, tok=r2gen_tok, args=args, ann=ann,
+              ckpt=ckpt, workdir=workdir, record=record, pixels=pixels, cache={})
+
+
+def _ours(setup):
+  """(CNX2RG, variables, our tokenizer, rows, config) of the converted checkpoint (once)."""
+  if "ours" not in setup["cache"]:
+    setup["cache"]["ours"] = _convert(setup)
+  return setup["cache"]["ours"]
+
+
+def _convert(setup):
+  from cnx2rg_jax.convert import r2gen as conv  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.models.cnx2rg import CNX2RG  # pylint: disable=import-outside-toplevel
+  ann = conv.read_annotation(setup["ann"])
+  tok, rows = conv.build_tokenizer([e["report"] for e in ann["train"]], setup["dataset"], 3)
+  sd, _ = conv.read_checkpoint(setup["ckpt"])
+  config, _ = conv.r2gen_config(setup["dataset"], conv.infer_dims(sd, 4, 2), 3)
+  config.decode.max_len = config.data.max_tokens = MAX_LEN
+  mcfg = factory.model_config(config.model, vocab_size=tok.vocab_size, max_len=MAX_LEN)
+  variables = conv.convert_state_dict(sd, mcfg, rows)
+  return CNX2RG(mcfg, image_normalization="imagenet"), variables, tok, rows, config
+
+
+def test_vocabulary_is_r2gens(setup):
+  r2gen_tok = setup["tok"]
+  from cnx2rg_jax.convert import r2gen as conv  # pylint: disable=import-outside-toplevel
+  ann = conv.read_annotation(setup["ann"])
+  tok, rows = conv.build_tokenizer([e["report"] for e in ann["train"]], setup["dataset"], 3)
+  assert int(rows.max()) == r2gen_tok.get_vocab_size()
+  for i, t in enumerate(tok.tokens[4:], start=4):
+    assert r2gen_tok.token2idx[t] == rows[i]
+  assert rows[3] == r2gen_tok.token2idx["<unk>"]
+  # Encoding a report: ours (after R2Gen's cleaning, as the pipeline does) maps onto R2Gen's ids.
+  from cnx2rg_jax.text import english  # pylint: disable=import-outside-toplevel
+  for e in ann["test"] + ann["train"][:20]:
+    ours = tok.encode(english.ENGLISH_CLEANERS[setup["dataset"]](e["report"]))
+    assert [int(rows[i]) for i in ours] == r2gen_tok(e["report"])[1:-1]
+
+
+def test_teacher_forced_logits_match(setup):
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  model, variables, _, rows, _ = _ours(setup)
+  r2gen_model, views = setup["model"], setup["views"]
+  rng = np.random.default_rng(5)
+  v = int(rows.max()) + 1
+  seq = np.concatenate([np.zeros((BATCH, 1), np.int64),
+                        rng.integers(1, v, (BATCH, MAX_LEN))], axis=1)  # no pad inside
+  captured = {}
+  hook = r2gen_model.encoder_decoder.logit.register_forward_hook(
+      lambda m, i, o: captured.__setitem__("logits", o.detach().numpy()))
+  with torch.no_grad():
+    r2gen_lp = r2gen_model(_r2gen_images(setup["pixels"], views), torch.from_numpy(seq),
+                           mode="train").numpy()
+  hook.remove()
+  inverse = {int(r): i for i, r in enumerate(rows) if i >= 3}  # R2Gen row -> our id
+  inverse[0] = 1  # row 0 fed first is bos
+  ours_in = np.vectorize(inverse.get)(seq[:, :-1]).astype(np.int32)
+  logits, _ = jax.jit(model.apply)(variables, _our_images(setup["pixels"], views), ours_in)
+  logits = np.asarray(logits)
+  keep = [i for i in range(len(rows)) if i not in (0, 1)]  # pad and bos: no R2Gen row
+  ours_lp = np.asarray(jax.nn.log_softmax(logits, axis=-1))[..., keep]
+  r2gen_cols = rows[keep]
+  assert sorted(r2gen_cols.tolist()) == list(range(v))
+  diff_lp = np.abs(ours_lp - r2gen_lp[..., r2gen_cols]).max()
+  diff_logits = np.abs(logits[..., keep] - captured["logits"][..., r2gen_cols]).max()
+  print(f"\n{setup['dataset']}: max |logit diff| {diff_logits:.2e}, max |log-prob diff| "
+        f"{diff_lp:.2e}")
+  assert diff_logits < TOL and diff_lp < TOL
+  # The suppressed ids never get probability.
+  assert np.all(np.exp(np.asarray(jax.nn.log_softmax(logits, axis=-1))[..., :2]) == 0)
+
+
+def _r2gen_beams(setup):
+  """(R2Gen's beam-3 sequences [B, MAX_LEN], the gap between its two best finished scores)."""
+  if "beams" not in setup["cache"]:
+    setup["cache"]["beams"] = _run_r2gen_beams(setup)
+  return setup["cache"]["beams"]
+
+
+def _run_r2gen_beams(setup):
+  import torch  # pylint: disable=import-outside-toplevel
+  r2gen_model = setup["model"]
+  with torch.no_grad(), harness.cpu_only():
+    seq = r2gen_model(_r2gen_images(setup["pixels"], setup["views"]), mode="sample")
+  done = r2gen_model.encoder_decoder.done_beams
+  gaps = [d[0]["p"] - d[1]["p"] if len(d) > 1 else np.inf for d in done]
+  return seq.numpy(), np.asarray(gaps)
+
+
+def test_beam_search_matches(setup):
+  import jax  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.models import search  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.models.cnx2rg import CNX2RG  # pylint: disable=import-outside-toplevel
+  model, variables, _, rows, _ = _ours(setup)
+  r2gen_seq, gaps = _r2gen_beams(setup)
+
+  def run(m):
+    memory, _ = m.apply(variables, _our_images(setup["pixels"], setup["views"]),
+                        method=CNX2RG.encode)
+    return search.search_reports(m, variables, memory, beam_size=3, max_len=MAX_LEN)[0]
+  ids = np.asarray(jax.jit(run, static_argnums=0)(model))
+  ours = rows[ids]  # our eos and pad -> R2Gen's 0
+  clear = gaps > 1e-4  # no near-tie between R2Gen's two best finished beams
+  same = (ours == r2gen_seq).all(axis=1)
+  lengths = [int(np.argmax(r == 0)) if (r == 0).any() else MAX_LEN for r in r2gen_seq]
+  print(f"\n{setup['dataset']}: beam 3 sequences equal on {int(same[clear].sum())}/"
+        f"{int(clear.sum())} tie-free examples (R2Gen report lengths {lengths})")
+  assert clear.sum() >= BATCH - 1
+  assert same[clear].all(), (ours[~same], r2gen_seq[~same])
+  assert any(0 < n < MAX_LEN for n in lengths), "no report ended before max_len: eos untested"
+
+
+def test_workdir_opens_for_eval(setup):
+  """--mode=eval/predict's loader opens the MIMIC-CXR workdir; IU X-Ray's is refused clearly."""
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  config = r2gen_configs.get_config(setup["dataset"])
+  harness.apply_overrides(config, setup["record"]["config_overrides"])
+  config.data.max_tokens = config.decode.max_len = MAX_LEN
+  config.eval.batch_size = 2
+  assert isinstance(config, ml_collections.ConfigDict)
+  if setup["views"] == 2:
+    with pytest.raises(ValueError, match=r"num_views=2.*\[B, 2, H, W, 1\]"):
+      trained.load(config, setup["workdir"], log=lambda _: None)
+    return
+  run = trained.load(config, setup["workdir"], log=lambda _: None)
+  model, variables, _, rows, _ = _ours(setup)
+  import jax  # pylint: disable=import-outside-toplevel
+  for a, b in zip(jax.tree.leaves(run.variables), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  images = _our_images(setup["pixels"][:2], 1)
+  out = run.generator.run_batch(run.variables, images, np.arange(2))
+  texts = [run.tokenizer.decode(r) for r in out[1]]
+  r2gen_seq, _ = _r2gen_beams(setup)
+  assert texts == setup["tok"].decode_batch(r2gen_seq[:2])
