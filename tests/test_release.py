@@ -66,6 +66,26 @@ def test_pre_split_release_loads(tmp_path):
   assert splits["val"][0].split == "val" and splits["val"][0].image_path.name == "gray16.png"
 
 
+def test_paths_relative_to_images_subfolder_load_as_in_r2gens_folders(tmp_path):
+  # R2Gen's layout: data/iu_xray/annotation.json, images under data/iu_xray/images/<path>.
+  root = tmp_path / "iu_xray"
+  _write_images(root / "images")
+  (root / "img").mkdir()
+  Image.fromarray(GRAY8).save(root / "img" / "top.png")  # the folder itself wins over images/
+  (root / "annotation.json").write_text(json.dumps(_split(
+      [_entry(0, image_path=["img/gray16.png", "img/rgb.jpg"]), _entry(1, image_path=["img/top.png"])])))
+  splits, _ = release.read_annotation(root)
+  first, second = splits["train"]
+  assert first.image_path == (root / "images/img/gray16.png").resolve() and first.num_views == 2
+  assert second.image_path == (root / "img/top.png").resolve()
+  (root / "annotation.json").write_text(json.dumps(_split([_entry(0, image_path=["img/no.png"])])))
+  with pytest.raises(release.BadExampleError) as e:
+    release.read_annotation(root)
+  # the error names the path and both places looked in
+  assert "'img/no.png'" in str(e.value) and "images/img/no.png" in str(e.value)
+  assert str((root / "img/no.png").resolve()) in str(e.value)
+
+
 def _assignment(splits):
   return {e.id: s for s, entries in splits.items() for e in entries}
 

@@ -1,7 +1,9 @@
 """Reads and validates a dataset release folder in R2Gen's layout, for the TFDS builder.
 
 The folder holds the images and `annotation.json`: {"train": [{"id": "...", "report": "...",
-"image_path": ["a/0.png", "a/1.png"]}, ...], "val": [...], "test": [...]}. `read_annotation`
+"image_path": ["a/0.png", "a/1.png"]}, ...], "val": [...], "test": [...]}. Image paths are
+relative to the folder, or to its `images/` subfolder as in R2Gen's own data folders
+(data/iu_xray/annotation.json with data/iu_xray/images/<image_path>). `read_annotation`
 checks all that can be checked without decoding images and returns one `ReleaseEntry` per
 example; `load_grayscale` decodes one image (the builder calls it per example) and `encode_png`
 re-encodes it for the shards. A bad example raises `BadExampleError`, or with
@@ -28,6 +30,7 @@ from cnx2rg_jax.text.keywords import KEYWORD_INDEX, NOT_MENTIONED, NUM_KEYWORDS
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
 
 ANNOTATION_FILE = "annotation.json"
+IMAGES_SUBFOLDER = "images"  # where R2Gen's data folders keep the images their paths name
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 KEYWORD_VALUES = (1, 0, -1)
@@ -210,20 +213,22 @@ def _image_file(root: pathlib.Path, rel: Any) -> pathlib.Path:
     raise ValueError(f"image path {rel!r} is absolute; make it relative to the release folder")
   if ".." in pathlib.PureWindowsPath(rel).parts:  # splits on both '/' and '\'
     raise ValueError(f"image path {rel!r} has a '..' component; keep images inside the folder")
-  try:
-    path = (root / rel).resolve()
-  except (OSError, RuntimeError, ValueError) as e:
-    raise ValueError(f"image path {rel!r} cannot be resolved: {e}") from None
-  if not path.is_relative_to(root):
-    raise ValueError(f"image path {rel!r} resolves to {str(path)!r}, outside the release "
-                     "folder (a symlink?); copy the image into the folder")
-  try:
-    found = path.is_file()
-  except OSError as e:
-    raise ValueError(f"image path {rel!r} cannot be checked: {e}") from None
-  if not found:
-    raise ValueError(f"image file {rel!r} not found (looked for {str(path)!r})")
-  return path
+  looked = []
+  for base in (root, root / IMAGES_SUBFOLDER):  # the folder first, then R2Gen's images/
+    try:
+      path = (base / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as e:
+      raise ValueError(f"image path {rel!r} cannot be resolved: {e}") from None
+    if not path.is_relative_to(root):
+      raise ValueError(f"image path {rel!r} resolves to {str(path)!r}, outside the release "
+                       "folder (a symlink?); copy the image into the folder")
+    try:
+      if path.is_file():
+        return path
+    except OSError as e:
+      raise ValueError(f"image path {rel!r} cannot be checked: {e}") from None
+    looked.append(repr(str(path)))
+  raise ValueError(f"image file {rel!r} not found (looked for {' and '.join(looked)})")
 
 
 def _entry(raw: Any, root: pathlib.Path) -> dict:
