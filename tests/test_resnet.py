@@ -13,6 +13,7 @@ from cnx2rg_jax.models import convert_torchvision as conv_tv
 from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.models.prompt import KeywordHead, PromptFusion
 from cnx2rg_jax.models.resnet import ResNet, VisualEncoder
+from tests.helpers import torch_resnet
 
 
 def _shape_of(model, x, **kw):
@@ -217,68 +218,8 @@ def test_converter_errors():
 def _torch_resnet(depth):
   """A randomly initialised torch ResNet with torchvision's exact modules and state-dict names."""
   import torch  # pylint: disable=import-outside-toplevel
-  from torch import nn as tnn  # pylint: disable=import-outside-toplevel
-
-  class Basic(tnn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride, downsample):
-      super().__init__()
-      self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-      self.bn1, self.relu = tnn.BatchNorm2d(planes), tnn.ReLU(inplace=True)
-      self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-      self.bn2, self.downsample = tnn.BatchNorm2d(planes), downsample
-
-    def forward(self, x):
-      y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-      return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-  class Bottle(tnn.Module):
-    expansion = 4
-
-    def __init__(self, inplanes, planes, stride, downsample):
-      super().__init__()
-      self.conv1, self.bn1 = tnn.Conv2d(inplanes, planes, 1, bias=False), tnn.BatchNorm2d(planes)
-      self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-      self.bn2 = tnn.BatchNorm2d(planes)
-      self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-      self.bn3, self.relu = tnn.BatchNorm2d(planes * 4), tnn.ReLU(inplace=True)
-      self.downsample = downsample
-
-    def forward(self, x):
-      y = self.relu(self.bn1(self.conv1(x)))
-      y = self.bn3(self.conv3(self.relu(self.bn2(self.conv2(y)))))
-      return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-  class Net(tnn.Module):
-    def __init__(self, block, layers):
-      super().__init__()
-      self.inplanes = 64
-      self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-      self.bn1, self.relu = tnn.BatchNorm2d(64), tnn.ReLU(inplace=True)
-      self.maxpool = tnn.MaxPool2d(3, 2, 1)
-      for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
-        setattr(self, f"layer{i + 1}", self._make_layer(block, planes, n, 1 if i == 0 else 2))
-      self.avgpool, self.fc = tnn.AdaptiveAvgPool2d(1), tnn.Linear(512 * block.expansion, 1000)
-
-    def _make_layer(self, block, planes, n, stride):
-      downsample = None
-      if stride != 1 or self.inplanes != planes * block.expansion:
-        downsample = tnn.Sequential(
-            tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-            tnn.BatchNorm2d(planes * block.expansion))
-      blocks = [block(self.inplanes, planes, stride, downsample)]
-      self.inplanes = planes * block.expansion
-      blocks += [block(self.inplanes, planes, 1, None) for _ in range(n - 1)]
-      return tnn.Sequential(*blocks)
-
-    def features(self, x):
-      x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-      return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
   torch.manual_seed(depth)
-  kind = {18: (Basic, (2, 2, 2, 2)), 50: (Bottle, (3, 4, 6, 3))}[depth]
-  net = Net(*kind)
+  net = torch_resnet.torchvision_resnet_class()(depth)
   randomize_batchnorm(net)
   return net.eval()
 

@@ -2,9 +2,9 @@
 parity test (tests/test_r2gen_parity.py) and the decode benchmark (scripts/r2gen_decode_bench.py).
 
 Nothing of R2Gen is copied here: its modules are imported from R2GEN_DIR. The shims it needs
-on a CPU-only machine without torchvision, all local to this file:
+on a CPU-only machine without torchvision:
 - `torchvision.models.resnet{18,34,50,101}`: R2Gen's VisualExtractor builds its ResNet with
-  `getattr(torchvision.models, name)(pretrained=...)`. It is given `TorchvisionResNet` below (the
+  `getattr(torchvision.models, name)(pretrained=...)`. It is given tests/helpers/torch_resnet.py's ResNet (the
   same modules, children order and state-dict names as torchvision's, randomly initialised), so
   nothing is ever downloaded, whether or not torchvision is installed.
 - `Tensor.cuda`: R2Gen's beam search calls `it.cuda()`; inside `cpu_only()` it is the identity.
@@ -21,6 +21,8 @@ import sys
 import types
 from typing import Any, Optional
 
+from tests.helpers import torch_resnet
+
 ENV = "R2GEN_DIR"
 
 
@@ -33,88 +35,9 @@ def r2gen_dir() -> Optional[str]:
   return None
 
 
-def _torch_resnet_class():
-  import torch.nn as tnn  # pylint: disable=import-outside-toplevel
-
-  class Basic(tnn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride, downsample):
-      super().__init__()
-      self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-      self.bn1 = tnn.BatchNorm2d(planes)
-      self.relu = tnn.ReLU(inplace=True)
-      self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-      self.bn2 = tnn.BatchNorm2d(planes)
-      self.downsample = downsample
-
-    def forward(self, x):
-      y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-      return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-  class Bottleneck(tnn.Module):
-    expansion = 4
-
-    def __init__(self, inplanes, planes, stride, downsample):
-      super().__init__()
-      self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
-      self.bn1 = tnn.BatchNorm2d(planes)
-      self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-      self.bn2 = tnn.BatchNorm2d(planes)
-      self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-      self.bn3 = tnn.BatchNorm2d(planes * 4)
-      self.relu = tnn.ReLU(inplace=True)
-      self.downsample = downsample
-
-    def forward(self, x):
-      y = self.relu(self.bn1(self.conv1(x)))
-      y = self.relu(self.bn2(self.conv2(y)))
-      y = self.bn3(self.conv3(y))
-      return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-  class TorchvisionResNet(tnn.Module):
-    """torchvision's ResNet (v1.5): children conv1, bn1, relu, maxpool, layer1-4, avgpool, fc."""
-
-    def __init__(self, depth: int):
-      super().__init__()
-      block, layers = {18: (Basic, (2, 2, 2, 2)), 34: (Basic, (3, 4, 6, 3)),
-                       50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}[depth]
-      self.inplanes = 64
-      self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-      self.bn1 = tnn.BatchNorm2d(64)
-      self.relu = tnn.ReLU(inplace=True)
-      self.maxpool = tnn.MaxPool2d(3, 2, 1)
-      self.layer1 = self._layer(block, 64, layers[0], 1)
-      self.layer2 = self._layer(block, 128, layers[1], 2)
-      self.layer3 = self._layer(block, 256, layers[2], 2)
-      self.layer4 = self._layer(block, 512, layers[3], 2)
-      self.avgpool = tnn.AdaptiveAvgPool2d(1)
-      self.fc = tnn.Linear(512 * block.expansion, 1000)
-      for m in self.modules():
-        if isinstance(m, tnn.Conv2d):
-          tnn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def _layer(self, block, planes, n, stride):
-      downsample = None
-      if stride != 1 or self.inplanes != planes * block.expansion:
-        downsample = tnn.Sequential(
-            tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-            tnn.BatchNorm2d(planes * block.expansion))
-      blocks = [block(self.inplanes, planes, stride, downsample)]
-      self.inplanes = planes * block.expansion
-      blocks += [block(self.inplanes, planes, 1, None) for _ in range(n - 1)]
-      return tnn.Sequential(*blocks)
-
-    def forward(self, x):
-      x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-      x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-      return self.fc(self.avgpool(x).flatten(1))
-
-  return TorchvisionResNet
-
-
 def _fake_models_module() -> types.ModuleType:
-  cls = _torch_resnet_class()
+  import torch.nn as tnn  # pylint: disable=import-outside-toplevel
+  cls = torch_resnet.torchvision_resnet_class()
   mod = types.ModuleType("r2gen_harness_torchvision_models")
 
   def make(depth):
@@ -122,7 +45,11 @@ def _fake_models_module() -> types.ModuleType:
       if pretrained:
         raise RuntimeError("pretrained torchvision weights would be downloaded; the harness "
                            "builds R2Gen with visual_extractor_pretrained=False")
-      return cls(depth)
+      net = cls(depth)
+      for m in net.modules():  # torchvision's own conv init
+        if isinstance(m, tnn.Conv2d):
+          tnn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+      return net
     return build
 
   for depth in (18, 34, 50, 101):
