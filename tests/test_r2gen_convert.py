@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax.convert import r2gen as conv
+from cnx2rg_jax.convert import r2gen_weights as weights
 from cnx2rg_jax.models import convert_torchvision as conv_tv
 from cnx2rg_jax.text import english
 from cnx2rg_jax.text import tokenizer as tok
@@ -99,7 +100,7 @@ def vocab():
 
 def _model_config(tokenizer, sd):
   from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
-  config, _ = conv.r2gen_config("mimic_cxr", conv.infer_dims(sd, num_heads=4, rm_num_heads=2), 2)
+  config, _ = conv.r2gen_config("mimic_cxr", weights.infer_dims(sd, num_heads=4, rm_num_heads=2), 2)
   return factory.model_config(config.model, vocab_size=tokenizer.vocab_size, max_len=20)
 
 
@@ -131,11 +132,11 @@ def test_vocabulary_matches_brute_force():
 def test_tensors_land_where_they_belong(vocab):
   tokenizer, rows = vocab
   sd = r2gen_state_dict(int(rows.max()) + 1)
-  dims = conv.infer_dims(sd, num_heads=4, rm_num_heads=2)
+  dims = weights.infer_dims(sd, num_heads=4, rm_num_heads=2)
   assert dims == {"resnet_depth": 18, "resnet_width": 64, "d_model": D, "d_ff": D_FF,
                   "num_heads": 4, "num_encoder_layers": 1, "num_decoder_layers": 1,
                   "rm_num_slots": SLOTS, "rm_num_heads": 2, "rm_d_model": D, "_d_vf": D_VF}
-  v = conv.convert_state_dict(sd, _model_config(tokenizer, sd), rows)
+  v = weights.convert_state_dict(sd, _model_config(tokenizer, sd), rows)
   p, t = v["params"], v["params"]["transformer"]
   np.testing.assert_array_equal(t["att_embed"]["kernel"], sd[ED + "att_embed.0.weight"].T)
   np.testing.assert_array_equal(t["decoder_layers_0"]["src_attn"]["value"]["kernel"],
@@ -156,7 +157,7 @@ def test_tensors_land_where_they_belong(vocab):
   np.testing.assert_array_equal(t["logit"]["kernel"][:, tok.EOS_ID], w[0])
   np.testing.assert_array_equal(t["logit"]["kernel"][:, tok.UNK_ID], w[rows[tok.UNK_ID]])
   assert t["logit"]["bias"][word] == b[rows[word]]
-  assert (t["logit"]["bias"][[tok.PAD_ID, tok.BOS_ID]] == conv.SUPPRESSED_LOGIT).all()
+  assert (t["logit"]["bias"][[tok.PAD_ID, tok.BOS_ID]] == weights.SUPPRESSED_LOGIT).all()
   assert (t["logit"]["kernel"][:, [tok.PAD_ID, tok.BOS_ID]] == 0).all()
   np.testing.assert_array_equal(  # the 3-channel stem is kept, OIHW -> HWIO
       p["visual"]["resnet"]["conv1"]["kernel"],
@@ -172,23 +173,23 @@ def test_errors_name_the_tensor(vocab):
   mcfg = _model_config(tokenizer, sd)
   extra = {**sd, ED + "model.decoder.layers.0.extra.weight": np.zeros((2, 2), np.float32)}
   with pytest.raises(conv.ConversionError, match=r"cannot place.*decoder\.layers\.0\.extra\.weight"):
-    conv.convert_state_dict(extra, mcfg, rows)
+    weights.convert_state_dict(extra, mcfg, rows)
   missing = dict(sd)
   del missing[ED + "model.rm.W.bias"]
   with pytest.raises(conv.ConversionError, match=r"left unfilled.*transformer/rm/cell/w/bias"):
-    conv.convert_state_dict(missing, mcfg, rows)
+    weights.convert_state_dict(missing, mcfg, rows)
   bad = {**sd, ED + "model.encoder.layers.0.feed_forward.w_2.weight":
          np.zeros((D, D), np.float32)}
   with pytest.raises(conv.ConversionError,
                      match=r"feed_forward\.w_2\.weight: shape \(16, 16\)"):
-    conv.convert_state_dict(bad, mcfg, rows)
+    weights.convert_state_dict(bad, mcfg, rows)
   vis = {k: v for k, v in sd.items() if k != "visual_extractor.model.5.1.conv2.weight"}
   with pytest.raises(conv.ConversionError, match=r"layer2_1/conv2/kernel"):
-    conv.convert_state_dict(vis, mcfg, rows)
+    weights.convert_state_dict(vis, mcfg, rows)
   with pytest.raises(conv.ConversionError, match="not a torchvision ResNet"):
-    conv.infer_dims({k: v for k, v in sd.items() if ".model.7.1." not in k})
+    weights.infer_dims({k: v for k, v in sd.items() if ".model.7.1." not in k})
   with pytest.raises(conv.ConversionError, match="--num_heads=5 does not divide"):
-    conv.infer_dims(sd, num_heads=5)
+    weights.infer_dims(sd, num_heads=5)
   with pytest.raises(conv.ConversionError, match="unknown dataset"):
     conv.build_tokenizer(REPORTS, "chexpert", 3)
 
@@ -245,18 +246,18 @@ def test_read_checkpoint_needs_the_trainer_format(tmp_path):
   path = tmp_path / "m.pth"
   torch.save({"module.x": torch.zeros(2)}, path)
   with pytest.raises(conv.ConversionError, match="not an R2Gen trainer checkpoint"):
-    conv.read_checkpoint(str(path))
+    weights.read_checkpoint(str(path))
   torch.save({"epoch": 2, "state_dict": collections.OrderedDict(
       [("module.a.weight", torch.ones(2, 3))]), "optimizer": {}, "monitor_best": 0.5}, path)
-  sd, meta = conv.read_checkpoint(str(path))
+  sd, meta = weights.read_checkpoint(str(path))
   assert list(sd) == ["a.weight"] and meta == {"epoch": 2, "monitor_best": 0.5}
   with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
-    conv.read_checkpoint(str(tmp_path / "absent.pth"))
+    weights.read_checkpoint(str(tmp_path / "absent.pth"))
 
 
 def test_config_overrides(vocab):
   tokenizer, rows = vocab
-  dims = conv.infer_dims(r2gen_state_dict(int(rows.max()) + 1), num_heads=4, rm_num_heads=2)
+  dims = weights.infer_dims(r2gen_state_dict(int(rows.max()) + 1), num_heads=4, rm_num_heads=2)
   config, overrides = conv.r2gen_config("iu_xray", dims, 3, "/data/iu", max_seq_length=40)
   assert config.decode.max_len == config.data.max_tokens == 40
   assert config.model.num_views == 2 and config.data.english_style == "iu_xray"

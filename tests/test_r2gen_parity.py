@@ -113,15 +113,16 @@ def _ours(setup):
 
 def _convert(setup):
   from cnx2rg_jax.convert import r2gen as conv  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.convert import r2gen_weights as weights  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.models.cnx2rg import CNX2RG  # pylint: disable=import-outside-toplevel
   ann = conv.read_annotation(setup["ann"])
   tok, rows = conv.build_tokenizer([e["report"] for e in ann["train"]], setup["dataset"], 3)
-  sd, _ = conv.read_checkpoint(setup["ckpt"])
-  config, _ = conv.r2gen_config(setup["dataset"], conv.infer_dims(sd, 4, 2), 3)
+  sd, _ = weights.read_checkpoint(setup["ckpt"])
+  config, _ = conv.r2gen_config(setup["dataset"], weights.infer_dims(sd, 4, 2), 3)
   config.decode.max_len = config.data.max_tokens = MAX_LEN
   mcfg = factory.model_config(config.model, vocab_size=tok.vocab_size, max_len=MAX_LEN)
-  variables = conv.convert_state_dict(sd, mcfg, rows)
+  variables = weights.convert_state_dict(sd, mcfg, rows)
   return CNX2RG(mcfg, image_normalization="imagenet"), variables, tok, rows, config
 
 
