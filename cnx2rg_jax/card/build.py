@@ -21,6 +21,7 @@ from PIL import Image
 
 from cnx2rg_jax.card import attention, cases as cases_lib, curves, html_page, spans as spans_lib
 from cnx2rg_jax.data import transforms
+from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 
@@ -124,8 +125,8 @@ def write_eval_card(config, workdir: str, split: str, run, prepared, results: di
   positions in `split`. Written to `card_dir` when given. Returns the path (None on processes
   other than 0)."""
   check_card_config(config.card)
-  pred_pairs = cases_lib.pair_sets(labeler, [r["prediction"] for r in rows])
-  ref_pairs = cases_lib.pair_sets(labeler, [r["reference"] for r in rows])
+  pred_pairs = clinical.pairs_many(labeler, [r["prediction"] for r in rows])
+  ref_pairs = clinical.pairs_many(labeler, [r["reference"] for r in rows])
   scores = cases_lib.case_scores(pred_pairs, ref_pairs)
   chosen = cases_lib.select_cases(scores, config.card.num_cases, config.seed)
   rows_idx = [i for i, _ in chosen]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -30,11 +30,6 @@ class CaseScore:
   f1: Optional[float]
   missed: tuple[Pair, ...]  # reference pairs the generated report lacks
   false: tuple[Pair, ...]  # generated pairs the reference lacks
-
-
-def pair_sets(labeler: Callable, reports: Sequence[str]) -> list[set[Pair]]:
-  """The positive pairs of every report, by `labeler` (batched where it can be)."""
-  return clinical._pairs_many(labeler, list(reports))  # pylint: disable=protected-access
 
 
 def case_scores(pred_pairs: Sequence[set], ref_pairs: Sequence[set]) -> list[CaseScore]:

@@ -82,7 +82,9 @@ def pairs_of(labeler: Callable, report: str) -> set[Pair]:
   return _pair_set(getattr(out, "pairs", out))
 
 
-def _pairs_many(labeler: Callable, reports: list[str]) -> list[set[Pair]]:
+def pairs_many(labeler: Callable, reports: Sequence[str]) -> list[set[Pair]]:
+  """`pairs_of` for every report, in one `label_many` call where the labeler has one."""
+  reports = list(reports)
   many = getattr(labeler, "label_many", None)
   if many is not None:
     return [_pair_set(p) for p in many(reports)]
@@ -104,7 +106,7 @@ def score_reports(predictions: Sequence[str], references: Sequence[str],
                      "they must pair up one to one")
   tp = fp = fn = 0
   per = {l: [0, 0, 0] for l in kw.LESION_KEYS}
-  for pred, ref in zip(_pairs_many(labeler, predictions), _pairs_many(labeler, references)):
+  for pred, ref in zip(pairs_many(labeler, predictions), pairs_many(labeler, references)):
     t, f_p, f_n = clinical_counts(pred, ref)
     tp, fp, fn = tp + t, fp + f_p, fn + f_n
     for which, pairs in ((0, pred & ref), (1, pred - ref), (2, ref - pred)):
