@@ -83,7 +83,7 @@ def bench_decode(config) -> dict:
   for with_encoder in b.with_encoder:
     for max_len in b.max_lens:
       for batch in b.batches:
-        inputs = (rng.normal(size=(batch, crop, crop, 1)) if with_encoder
+        inputs = (rng.normal(size=mcfg.image_shape(batch, crop)) if with_encoder
                   else rng.normal(size=(batch, mcfg.num_views * patches, mcfg.d_vf)))
         inputs = jnp.asarray(inputs, jnp.float32)
         for impl in b.impls:
@@ -99,6 +99,6 @@ def bench_decode(config) -> dict:
   return {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
           "model": {"resnet_depth": mcfg.resnet_depth, "d_model": mcfg.d_model,
                     "vocab_size": mcfg.vocab_size, "image_size": crop,
-                    "r2gen_beam_search": mcfg.r2gen_beam_search},
+                    "num_views": mcfg.num_views, "r2gen_beam_search": mcfg.r2gen_beam_search},
           "workdir": workdir,
           "results": results}

@@ -38,7 +38,7 @@ def unknown_key_message(argv, error: Exception) -> str:
 
 def prepare_data(config, workdir: str) -> str:
   """Builds (or reuses) the dataset and the run's tokenizer; returns a summary paragraph."""
-  prepared = dataset.prepare(config.data)
+  prepared = dataset.prepare(config.data, dataset.num_views(config))
   train_texts = dataset.read_split_texts(prepared, "train")
   tok = vocabulary.tokenizer_for_run(config.text, prepared, workdir, train_texts)
   counts = {s: prepared.num_examples(s) for s in dataset.SPLITS}
@@ -75,7 +75,7 @@ def evaluate_run(config, workdir: str, split: str, card: bool = False, card_dir:
   table and writes DIR/eval/; with `card`, also the report card (DIR/eval/<split>_card/, or
   `card_dir`)."""
   run = trained.load(config, workdir)
-  prepared = dataset.prepare(config.data)
+  prepared = dataset.prepare(config.data, dataset.num_views(config))
   if split not in prepared.builder.info.splits:
     raise config_checks.ConfigError(f"--split={split} is not a split of this dataset; use one "
                                     f"of {', '.join(prepared.builder.info.splits)}")

@@ -1,3 +1,4 @@
 """The `cncxr` TFDS dataset: importing this package registers the builder with TFDS."""
 
-from tfds_cncxr.cncxr import Cncxr, CncxrConfig, release_config, synthetic_config  # noqa: F401
+from tfds_cncxr.cncxr import (  # noqa: F401
+    Cncxr, CncxrConfig, image_keys, release_config, synthetic_config)

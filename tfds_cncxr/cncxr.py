@@ -32,6 +32,12 @@ ENGLISH_STYLES = ("iu_xray", "mimic_cxr")
 SEXES = ("M", "F", "U")
 DEFAULT_SYNTHETIC_EXAMPLES = 4000
 DEFAULT_NUM_SHARDS = 4
+MAX_VIEWS = 8
+
+
+def image_keys(num_views: int) -> tuple[str, ...]:
+  """The image features of a build with `num_views` views: "image", then "image_1" ..."""
+  return ("image",) + tuple(f"image_{v}" for v in range(1, num_views))
 
 
 @dataclasses.dataclass(eq=False)
@@ -48,6 +54,9 @@ class CncxrConfig(tfds.core.BuilderConfig):
   skip_bad_examples: skip broken release entries (recording their ids in the metadata) instead
     of failing the build.
   split_seed: seed of the 7:1:2 split of a release whose annotation has no splits.
+  num_views: images stored a study (release only). 1 stores the first listed image as "image";
+    V > 1 (R2Gen's IU X-Ray model: 2) also stores the next V - 1 listed images as "image_1" ..
+    "image_{V-1}" (`image_keys`), and an entry listing fewer than V images is a bad example.
   """
 
   source: str = "synthetic"
@@ -58,6 +67,7 @@ class CncxrConfig(tfds.core.BuilderConfig):
   english_style: str = "mimic_cxr"
   skip_bad_examples: bool = False
   split_seed: int = 0
+  num_views: int = 1
 
   def __post_init__(self):
     for field, allowed in (("source", SOURCES), ("language", LANGUAGES),
@@ -65,6 +75,9 @@ class CncxrConfig(tfds.core.BuilderConfig):
       if getattr(self, field) not in allowed:
         raise ValueError(f"CncxrConfig {self.name!r}: {field}={getattr(self, field)!r}; "
                          f"choose one of {allowed}")
+    if not 1 <= self.num_views <= MAX_VIEWS or (self.source == "synthetic" and self.num_views != 1):
+      raise ValueError(f"CncxrConfig {self.name!r}: num_views={self.num_views}; a release stores "
+                       f"1 to {MAX_VIEWS} views a study, the synthetic set 1")
     if self.num_examples < 10:
       raise ValueError(f"CncxrConfig {self.name!r}: num_examples={self.num_examples} is too small "
                        "for a 7:1:2 split; use at least 10")
@@ -98,15 +111,19 @@ def synthetic_config(num_examples: int = DEFAULT_SYNTHETIC_EXAMPLES, seed: int =
 
 
 def release_config(language: str = "zh", english_style: str = "mimic_cxr",
-                   skip_bad_examples: bool = False, split_seed: int = 0) -> CncxrConfig:
+                   skip_bad_examples: bool = False, split_seed: int = 0,
+                   num_views: int = 1) -> CncxrConfig:
   """A release config whose name encodes its parameters."""
   name = "release"
   if (language, english_style, skip_bad_examples, split_seed) != ("zh", "mimic_cxr", False, 0):
     name = (f"release_{language}" + (f"_{english_style}" if language == "en" else "")
             + ("_skipbad" if skip_bad_examples else "") + f"_split{split_seed}")
+  if num_views != 1:  # one-view names are unchanged, so their earlier builds are reused
+    name += f"_views{num_views}"
   return _REGISTERED.get(name) or CncxrConfig(name=name, source="release", language=language,
                      english_style=english_style, skip_bad_examples=skip_bad_examples,
-                     split_seed=split_seed, description="A CN-CXR release read from manual_dir.")
+                     split_seed=split_seed, num_views=num_views,
+                     description="A CN-CXR release read from manual_dir.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +181,9 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
         description="CN-CXR chest radiographs with Chinese reports, keyword labels and graphs.",
         features=tfds.features.FeaturesDict({
             "id": tfds.features.Text(),
-            "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8,
-                                         encoding_format="png"),
+            **{key: tfds.features.Image(shape=(None, None, 1), dtype=np.uint8,
+                                        encoding_format="png")
+               for key in image_keys(self.builder_config.num_views)},
             "report": tfds.features.Text(),
             "sex": tfds.features.ClassLabel(names=SEXES),
             "age": tfds.features.Scalar(dtype=np.float32, doc="years; -1 when unknown"),
@@ -193,7 +211,7 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
       return {name: self._generate_examples(idx) for name, idx in splits.items()}
     entries, skipped = release.read_annotation(
         dl_manager.manual_dir, skip_bad_examples=cfg.skip_bad_examples,
-        split_seed=cfg.split_seed)
+        split_seed=cfg.split_seed, num_views=cfg.num_views)
     self._record_skipped(skipped)
     return {name: self._generate_examples(split_entries)
             for name, split_entries in entries.items()}
@@ -219,7 +237,8 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     for entry in entries:
       try:
-        image = release.load_grayscale(entry.image_path, entry=entry)
+        images = [release.encode_png(release.load_grayscale(path, entry=entry))
+                  for path in entry.image_paths[:cfg.num_views]]
       except release.BadExampleError as e:
         if not cfg.skip_bad_examples:
           raise
@@ -230,7 +249,7 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
       entities = [_with_keyword(e, entry.report) for e in (entry.entities or [])]
       yield entry.id, {
           "id": entry.id,
-          "image": release.encode_png(image),
+          **dict(zip(image_keys(cfg.num_views), images)),
           "report": entry.report,
           "sex": entry.sex,
           "age": np.float32(entry.age),

@@ -71,12 +71,14 @@ class ReleaseEntry:
   split: str
   report: str  # as written in annotation.json (entity spans index into it)
   image_path: pathlib.Path  # first listed view (the frontal one in R2Gen's order), resolved
-  num_views: int
+  num_views: int  # views listed in annotation.json
   sex: str  # 'M' | 'F' | 'U'
   age: float  # years; -1.0 when unknown
   keyword_labels: Optional[np.ndarray]  # int8[48] in KEYWORD_KEYS order, NOT_MENTIONED if absent
   entities: Optional[list[dict]]  # [{"start", "end", "label", "text"}]
   relations: Optional[list[dict]]  # [{"head", "tail", "label"}]
+  # Every listed view, resolved, in annotation order; image_paths[0] == image_path.
+  image_paths: tuple[pathlib.Path, ...] = ()
 
 
 def _load_json(manual_dir: pathlib.Path) -> Any:
@@ -231,8 +233,9 @@ def _image_file(root: pathlib.Path, rel: Any) -> pathlib.Path:
   raise ValueError(f"image file {rel!r} not found (looked for {' and '.join(looked)})")
 
 
-def _entry(raw: Any, root: pathlib.Path) -> dict:
-  """The validated fields of one entry, less split; ValueError names the first problem."""
+def _entry(raw: Any, root: pathlib.Path, num_views: int = 1) -> dict:
+  """The validated fields of one entry, less split; ValueError names the first problem. An entry
+  must list at least `num_views` images (the first `num_views` are the study's views)."""
   if not isinstance(raw, dict):
     raise ValueError(f"an entry must be an object, not {type(raw).__name__}")
   report = raw.get("report")
@@ -244,6 +247,10 @@ def _entry(raw: Any, root: pathlib.Path) -> dict:
   paths = [paths] if isinstance(paths, str) else paths
   if not isinstance(paths, list) or not paths:
     raise ValueError(f"'image_path' must be a non-empty list of paths, not {paths!r}")
+  if len(paths) < num_views:
+    raise ValueError(f"'image_path' lists {len(paths)} image(s), but this build reads "
+                     f"{num_views} views a study (model.num_views={num_views}); list at least "
+                     f"{num_views} (R2Gen's IU X-Ray order: frontal, then lateral)")
   files = [_image_file(root, p) for p in paths]
   sex = raw.get("sex")
   sex = _SEX.get(sex.strip().lower(), "U") if isinstance(sex, str) else "U"
@@ -255,14 +262,16 @@ def _entry(raw: Any, root: pathlib.Path) -> dict:
   ents = None if ents is None else _entities(ents, report)
   if rels is not None and ents is None:
     raise ValueError("'relations' given without 'entities'")
-  return dict(report=report, image_path=files[0], num_views=len(files), sex=sex, age=age,
+  return dict(report=report, image_path=files[0], image_paths=tuple(files),
+              num_views=len(files), sex=sex, age=age,
               keyword_labels=None if kw is None else _keyword_labels(kw), entities=ents,
               relations=None if rels is None else _relations(rels, len(ents)))
 
 
-def read_annotation(manual_dir, *, skip_bad_examples: bool = False, split_seed: int = 0
-                    ) -> tuple[dict[str, list[ReleaseEntry]], list[dict]]:
+def read_annotation(manual_dir, *, skip_bad_examples: bool = False, split_seed: int = 0,
+                    num_views: int = 1) -> tuple[dict[str, list[ReleaseEntry]], list[dict]]:
   """Reads and validates `manual_dir/annotation.json` (images are checked to exist, not decoded).
+  With `num_views` > 1 every entry must list at least that many images (a bad example otherwise).
 
   Returns ({"train": [...], "val": [...], "test": [...]}, skipped), where `skipped` lists
   {"split", "index", "id", "reason"} for each entry left out (empty unless `skip_bad_examples`).
@@ -295,7 +304,7 @@ def read_annotation(manual_dir, *, skip_bad_examples: bool = False, split_seed: 
         if rid in seen:
           raise ValueError(f"duplicate id: also at {seen[rid]}; ids must be unique across splits")
         seen[rid] = f"{key}[{index}]"
-        fields = _entry(raw, root)
+        fields = _entry(raw, root, num_views)
       except ValueError as e:
         if not skip_bad_examples:
           raise BadExampleError(str(e), split=key, index=index, example_id=rid) from None

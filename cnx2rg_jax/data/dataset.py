@@ -21,17 +21,28 @@ class DataConfigError(ValueError):
   """A data setting that cannot work; the message says what to do."""
 
 
-def builder_config(data) -> tfds_cncxr.CncxrConfig:
-  """The CncxrConfig for `config.data` (an ml_collections ConfigDict or dataclass)."""
+def builder_config(data, num_views: int = 1) -> tfds_cncxr.CncxrConfig:
+  """The CncxrConfig for `config.data` (an ml_collections ConfigDict or dataclass); `num_views`
+  is `config.model.num_views`, the images a study the model reads."""
   if data.name == "synthetic":
+    if num_views != 1:
+      raise DataConfigError(f"model.num_views={num_views}, but the synthetic CN-CXR has one view "
+                            "a study; use model.num_views=1, or data.name='release' with a folder "
+                            "whose entries list that many images")
     return tfds_cncxr.synthetic_config(num_examples=data.num_examples, seed=data.synthetic_seed,
                                        image_size=data.synthetic_image_size)
   if data.name == "release":
     return tfds_cncxr.release_config(language=data.language, english_style=data.english_style,
                                      skip_bad_examples=data.skip_bad_examples,
-                                     split_seed=data.split_seed)
+                                     split_seed=data.split_seed, num_views=num_views)
   raise DataConfigError(f"data.name={data.name!r} is not a dataset; use 'synthetic' (the embedded "
                         "synthetic CN-CXR) or 'release' with data.manual_dir=<folder>")
+
+
+def num_views(config) -> int:
+  """config.model.num_views, the images a study the model reads (1 when the config has no such
+  key: every CN-X2RG config; configs/r2gen.py:iu_xray sets 2)."""
+  return config.model.get("num_views", 1)
 
 
 def data_dir(data) -> str:
@@ -47,6 +58,10 @@ class PreparedDataset:
   build_seconds: float
 
   @property
+  def num_views(self) -> int:
+    return self.builder.builder_config.num_views
+
+  @property
   def language(self) -> str:
     return self.builder.info.metadata["language"]
 
@@ -60,13 +75,16 @@ class PreparedDataset:
     return self.builder.info.splits[split].num_examples
 
   def source(self, split: str):
-    """Random-access records of `split`; images stay PNG bytes (the pipeline decodes them)."""
-    return self.builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+    """Random-access records of `split`; images ("image", and "image_1".. of a build with several
+    views) stay PNG bytes (the pipeline decodes them)."""
+    return self.builder.as_data_source(split, decoders={
+        key: tfds.decode.SkipDecoding() for key in tfds_cncxr.image_keys(self.num_views)})
 
 
-def prepare(data) -> PreparedDataset:
-  """Builds the dataset `config.data` names, or reuses an existing build of the same config."""
-  cfg = builder_config(data)
+def prepare(data, num_views: int = 1) -> PreparedDataset:
+  """Builds the dataset `config.data` names, or reuses an existing build of the same config.
+  `num_views` (config.model.num_views) > 1 stores that many images a study."""
+  cfg = builder_config(data, num_views)
   manual_dir = None
   if data.name == "release":
     if not data.manual_dir:

@@ -83,15 +83,16 @@ def phrase_bank(data, prepared: PreparedDataset, split_texts: SplitTexts | None
 
 
 def make_transform(data, tokenizer, report_cleaner: str,
-                   bank: graph_augment.PhraseBank | None = None) -> transforms.ExampleTransform:
+                   bank: graph_augment.PhraseBank | None = None,
+                   num_views: int = 1) -> transforms.ExampleTransform:
   """The per-record transform; `bank` (from `phrase_bank`) switches the graph augmentation on
-  for training records."""
+  for training records; `num_views` is the build's (PreparedDataset.num_views)."""
   return transforms.ExampleTransform(
       tokenizer=tokenizer, report_cleaner=report_cleaner, image_size=data.image_size,
       crop_size=data.crop_size, normalization=data.normalization, max_tokens=data.max_tokens,
       sentence_shuffle=data.sentence_shuffle,
       graph_augment_probability=data.graph_augment.probability if bank is not None else 0.0,
-      phrase_bank=bank)
+      phrase_bank=bank, num_views=num_views)
 
 
 def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
@@ -127,7 +128,8 @@ def train_dataset(prepared: PreparedDataset, data, tokenizer, *, batch_size: int
     source = IndexedSource(source, indices)
   ds = grain.MapDataset.source(source)
   ds = ds.seed(seed).shuffle().repeat(num_epochs)
-  ds = ds.random_map(make_transform(data, tokenizer, prepared.report_cleaner, bank))
+  ds = ds.random_map(make_transform(data, tokenizer, prepared.report_cleaner, bank,
+                                    prepared.num_views))
   ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds[shard.index + start_step * shard.count::shard.count]  # lazy: reads only these
   return _to_iter(ds, data)
@@ -139,6 +141,7 @@ def eval_dataset(prepared: PreparedDataset, split: str, data, tokenizer, *, batc
   be short."""
   ds = grain.MapDataset.source(prepared.source(split))
   ds = ds[shard.index::shard.count]
-  ds = ds.map(make_transform(data, tokenizer, prepared.report_cleaner))
+  ds = ds.map(make_transform(data, tokenizer, prepared.report_cleaner,
+                             num_views=prepared.num_views))
   ds = ds.batch(batch_size, drop_remainder=False)
   return _to_iter(ds, data)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from cnx2rg_jax.data import graph_augment
 from cnx2rg_jax.text import cleaning, english, tokenizer as tokenizer_lib
+from tfds_cncxr.cncxr import image_keys
 
 # ImageNet statistics on the luminance channel, for torchvision-pretrained encoders.
 _IMAGENET_GRAY_MEAN = 0.449 * 255.0
@@ -106,6 +107,10 @@ class ExampleTransform:
   graph, with `graph_augment_probability`, from the phrasings of `phrase_bank` (a
   graph_augment.PhraseBank of the train split); without a bank it is off. The "report" output
   is always the cleaned report as written.
+
+  `num_views` > 1 (a build with that many images a study, tfds_cncxr.image_keys) gives "image"
+  [V, crop, crop, 1], each view resized, cropped (independently at random in training, as R2Gen
+  transforms each of its IU X-Ray views) and normalized on its own; 1 gives [crop, crop, 1].
   """
 
   tokenizer: Any
@@ -117,13 +122,24 @@ class ExampleTransform:
   sentence_shuffle: bool
   graph_augment_probability: float = 0.0
   phrase_bank: graph_augment.PhraseBank | None = None
+  num_views: int = 1
 
-  def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
-    image = decode_resize(record["image"], self.image_size)
+  def prepare_view(self, png: bytes, rng: np.random.Generator | None) -> np.ndarray:
+    """One stored view (PNG bytes) -> float32 [crop, crop, 1]: resize, crop (random with `rng`,
+    else center), normalize."""
+    image = decode_resize(png, self.image_size)
     if rng is None:
       image = center_crop(image, self.crop_size)
     else:
       image = random_crop(image, self.crop_size, rng)
+    return normalize(image, self.normalization)
+
+  def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
+    if self.num_views == 1:
+      image = self.prepare_view(record["image"], rng)
+    else:
+      image = np.stack([self.prepare_view(record[key], rng)
+                        for key in image_keys(self.num_views)])
     report = REPORT_CLEANERS[self.report_cleaner](as_text(record["report"]))
     target = report
     if rng is not None and self.phrase_bank is not None and self.graph_augment_probability > 0:
@@ -135,7 +151,7 @@ class ExampleTransform:
       target = shuffle_sentences(target, rng, self.report_cleaner)
     tokens, mask = tokenizer_lib.encode_padded(self.tokenizer, target, self.max_tokens)
     return {
-        "image": normalize(image, self.normalization),
+        "image": image,
         "report_tokens": tokens,
         "report_mask": mask,
         "keyword_labels": np.asarray(record["keyword_labels"], np.int8),

@@ -66,6 +66,11 @@ class ModelConfig:
   # ResNet and their patch features concatenated (R2Gen's IU X-Ray model: V = 2).
   num_views: int = 1
 
+  def image_shape(self, batch: int, size: int) -> tuple[int, ...]:
+    """The images this model takes: (batch, size, size, 1), or (batch, V, size, size, 1)."""
+    views = (self.num_views,) if self.num_views > 1 else ()
+    return (batch, *views, size, size, 1)
+
   @property
   def d_vf(self) -> int:
     """Width of the visual patch features."""

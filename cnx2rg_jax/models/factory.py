@@ -34,7 +34,7 @@ def random_variables(model: CNX2RG, image_size: int, seed: int = 0):
   Parameters ~ N(0, 0.02), BatchNorm statistics mean 0 and variance 1: for speed measurements,
   where the values do not matter but the shapes and dtypes do.
   """
-  images = jax.ShapeDtypeStruct((1, image_size, image_size, 1), np.float32)
+  images = jax.ShapeDtypeStruct(model.config.image_shape(1, image_size), np.float32)
   tokens = jax.ShapeDtypeStruct((1, 2), np.int32)
   shapes = jax.eval_shape(model.init, jax.random.key(0), images, tokens)
   rng = np.random.default_rng(seed)

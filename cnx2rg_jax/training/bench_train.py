@@ -68,8 +68,9 @@ def _dims(name: str, base):
   return c
 
 
-def _random_batch(rng: np.random.Generator, batch: int, crop: int, tokens: int, vocab: int):
-  return {"image": rng.normal(size=(batch, crop, crop, 1)).astype(np.float32),
+def _random_batch(rng: np.random.Generator, image_shape: tuple, tokens: int, vocab: int):
+  batch = image_shape[0]
+  return {"image": rng.normal(size=image_shape).astype(np.float32),
           "report_tokens": rng.integers(4, vocab, size=(batch, tokens)).astype(np.int32),
           "report_mask": np.ones((batch, tokens), np.int32),
           "keyword_labels": rng.integers(-1, 2, size=(batch, 48)).astype(np.int8)}
@@ -87,13 +88,13 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int,
   state, shardings = state_lib.create_state(model, tx, mesh, image_size=crop,
                                             num_tokens=tokens - 1, seed=config.seed,
                                             strategy=config.mesh.strategy)
-  shapes = {"image": (batch_size, crop, crop, 1), "report_tokens": (batch_size, tokens),
+  shapes = {"image": model.config.image_shape(batch_size, crop), "report_tokens": (batch_size, tokens),
             "report_mask": (batch_size, tokens), "keyword_labels": (batch_size, 48)}
   step = steps.make_train_step(model, tx, mesh, shardings, shapes,
                                keyword_weight=max(config.train.keyword_weight, 0.1),
                                dropout_seed=config.seed, lr_fn=schedules["rest"])
   rng = np.random.default_rng(config.seed)
-  batches = [sharding.global_batch(_random_batch(rng, batch_size, crop, tokens, vocab_size), mesh)
+  batches = [sharding.global_batch(_random_batch(rng, shapes["image"], tokens, vocab_size), mesh)
              for _ in range(2)]
   state, metrics = step(state, batches[0])
   jax.block_until_ready(metrics)

@@ -56,7 +56,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   """Trains (or resumes) the run in `workdir` up to train.num_steps."""
   tr = config.train
   workdir_path = pathlib.Path(workdir)
-  prepared = dataset.prepare(config.data)
+  prepared = dataset.prepare(config.data, dataset.num_views(config))
   train_texts = dataset.read_split_texts(prepared, "train")
   tok = vocabulary.tokenizer_for_run(config.text, prepared, workdir, train_texts)
   mesh = sharding.mesh_from_config(config.mesh)
@@ -149,7 +149,8 @@ def _validator(config, model, mesh, prepared, tok, writer, log):
     start = time.perf_counter()
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     rows, _ = evaluate.generate_split(generator, variables, prepared, "val", config.data, tok,
-                                      limit=config.eval.val_examples, texts=val_texts)
+                                      limit=config.eval.val_examples, texts=val_texts,
+                                      references=config.eval.references)
     metrics = evaluate.metrics_of(rows, labeler, meteor=False, step=step)
     scalars = {k: metrics[k] for k in evaluate.TABLE_METRICS if metrics.get(k) is not None}
     writer.scalars(step, {"val/" + k: v for k, v in scalars.items()})

@@ -78,8 +78,8 @@ def _frozen_prompt_encoder(model: nn.Module, abstract_variables) -> Optional[dic
   return jax.pure_callback(read, shapes)
 
 
-def _dummy_inputs(image_size: int, num_tokens: int):
-  return (jnp.zeros((1, image_size, image_size, 1), jnp.float32),
+def _dummy_inputs(model: nn.Module, image_size: int, num_tokens: int):
+  return (jnp.zeros(model.config.image_shape(1, image_size), jnp.float32),
           jnp.zeros((1, num_tokens), jnp.int32))
 
 
@@ -88,7 +88,7 @@ def traced_shapes(model: nn.Module, tx: optax.GradientTransformation, *, image_s
   """(the model's abstract variables, the abstract TrainState, the init function of a PRNG
   key): the traces `abstract_state` lays out on a mesh, which do not depend on the mesh."""
   def init_variables(key):
-    return model.init(key, *_dummy_inputs(image_size, num_tokens))
+    return model.init(key, *_dummy_inputs(model, image_size, num_tokens))
 
   key = jax.random.key(0)
   abstract_variables = jax.eval_shape(init_variables, key)
@@ -98,7 +98,7 @@ def traced_shapes(model: nn.Module, tx: optax.GradientTransformation, *, image_s
     if frozen is None:
       variables = init_variables(key)
     else:  # init with the frozen variables given: only the others are drawn (same values)
-      _, variables = model.apply(frozen, *_dummy_inputs(image_size, num_tokens),
+      _, variables = model.apply(frozen, *_dummy_inputs(model, image_size, num_tokens),
                                  rngs={"params": key}, mutable=True)
     variables = nn.meta.unbox(variables)
     params = variables["params"]
