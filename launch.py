@@ -16,7 +16,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Run directory (config, tokenizer, checkpoints).")
 _MODE = flags.DEFINE_enum("mode", "train", run.MODES, "What to run.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split for --mode=eval.")
-_IMAGES = flags.DEFINE_list("images", [], "Files or folders for --mode=predict.")
+_IMAGES = flags.DEFINE_list(
+    "images", [], "Files or folders for --mode=predict (PNG, JPEG, DICOM). A model of several "
+    "views a study (R2Gen's IU X-Ray) takes study folders, folders of them, or FRONTAL+LATERAL.")
 _OUTPUT = flags.DEFINE_string("output", "", "Output file for --mode=predict (default stdout).")
 _CARD = flags.DEFINE_bool(
     "card", False, "--mode=eval and --mode=predict: also write the report card, an HTML page "

@@ -11,6 +11,11 @@ come in input order, to --output or to stdout:
     {"image": path, "report": text, "keywords": {key: 1|0|-1}[, "keyword_probs": {key: p}]}
     {"image": path, "error": message}
 
+A model of several views a study (model.num_views = V > 1: R2Gen's IU X-Ray checkpoints) reads
+studies instead of single files: a study folder, a folder of study folders, or the V files
+joined with '+' (see `data.study_files`). Each line then names the study as "image" and adds
+"views": [its V files in the order the model read them].
+
 "keywords" are the rule labeler's labels of the generated report, as `evaluation.label` prints
 them; "keyword_probs" (the keyword head's sigmoids, 4 decimals) only when the run trained that
 head (train.keyword_weight > 0), since an untrained head says nothing. A bad file gets an error
@@ -35,7 +40,7 @@ from typing import Callable, Optional, Sequence, TextIO
 import jax
 import numpy as np
 
-from cnx2rg_jax.data import image_files, transforms
+from cnx2rg_jax.data import dataset, image_files, study_files, transforms
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import generate, trained
@@ -53,9 +58,12 @@ def preprocess(image: np.ndarray, data) -> np.ndarray:
   return transforms.normalize(image, data.normalization)
 
 
-def report_line(path: str, report: str, probs: Optional[np.ndarray]) -> dict:
-  """The JSON object of one generated report; `probs` [48] or None to leave them out."""
-  line = {"image": path, "report": report, "keywords": label_report(report).keywords}
+def report_line(path: str, report: str, probs: Optional[np.ndarray],
+                views: Sequence[str] = ()) -> dict:
+  """The JSON object of one generated report; `probs` [48] or None to leave them out; `views`,
+  a study's files when the model reads several."""
+  line = {"image": path, **({"views": list(views)} if len(views) > 1 else {}),
+          "report": report, "keywords": label_report(report).keywords}
   if probs is not None:
     line["keyword_probs"] = {k: round(float(p), 4) for k, p in zip(kw.KEYWORD_KEYS, probs)}
   return line
@@ -90,17 +98,20 @@ def _open_output(output: str) -> TextIO:
   return open(path, "w", encoding="utf-8")
 
 
-def _prepared(jobs: Sequence[image_files.ImageJob], data):
-  """(path, float32 image or None, error or None) per job, in order; a preprocessing failure
-  (not expected for a decoded image) stays with its file like a read failure."""
-  for path, image, error in image_files.read_images(jobs):
+def _prepared(jobs: Sequence[study_files.StudyJob], data):
+  """(name, float32 image [crop, crop, 1] (one view) or [V, crop, crop, 1], or None, error or
+  None) per study, in order; a preprocessing failure (not expected for a decoded image) stays
+  with its study like a read failure."""
+  for job, images, error in study_files.read_studies(jobs):
     if error is not None:
-      yield path, None, error
+      yield job.name, None, error
       continue
     try:
-      yield path, preprocess(image, data), None
+      views = [preprocess(image, data) for image in images]
+      yield job.name, views[0] if len(views) == 1 else np.stack(views), None
     except Exception as e:  # noqa: BLE001
-      yield path, None, str(image_files.ImageReadError(path, f"{type(e).__name__}: {e}"))
+      yield job.name, None, str(image_files.ImageReadError(job.name,
+                                                           f"{type(e).__name__}: {e}"))
 
 
 def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
@@ -110,7 +121,8 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
   `output` (a file) or stdout; returns the exit code (0 ok, 1 some image failed, 2 no images).
   With `card_dir`, also the report card of the predicted images (`card.build`) in that folder.
   Raises what `trained.load` raises when the workdir holds no usable run."""
-  jobs = image_files.expand_paths(list(images or []))
+  jobs = study_files.expand_studies(list(images or []),
+                                     dataset.num_views(config))
   if not jobs:
     log("error: no images to predict; pass --images=A.png,B.dcm,FOLDER/ (image files and "
         "folders of images, comma-separated)")
@@ -133,13 +145,13 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     card_cap = config.card.num_cases
 
   def run_batch() -> None:
-    crop = config.data.crop_size
-    batch = np.stack([x for _, x in feed]) if feed else np.zeros((0, crop, crop, 1), np.float32)
+    batch = np.stack([x for _, x in feed]) if feed else np.zeros(
+        run.model.config.image_shape(0, config.data.crop_size), np.float32)
     index = np.asarray([i for i, _ in feed], np.int64)
     rows, ids, probs, _ = gen.run_batch(run.variables, batch, index)
     texts = generate.decode_texts(run.tokenizer, ids)
     for i, text, p, row_ids in zip(rows.tolist(), texts, probs, ids):
-      writer.put(i, report_line(jobs[i].path, text, p if with_probs else None))
+      writer.put(i, report_line(jobs[i].name, text, p if with_probs else None, jobs[i].paths))
       if i in card_rows:
         card_rows[i] += [text, row_ids]
     feed.clear()
@@ -169,7 +181,7 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
   if card_dir and card_rows:
     order = sorted(card_rows)
     build.write_predict_card(
-        config, workdir, run, [jobs[i].path for i in order],
+        config, workdir, run, [jobs[i].name for i in order],
         np.stack([card_rows[i][0] for i in order]), [card_rows[i][1] for i in order],
         np.stack([card_rows[i][2] for i in order]), card_dir, config_name=config_name,
         num_predicted=good, log=log)

@@ -9,7 +9,9 @@ cross-attention
 
 [B, heads, T, S], averages it over the heads and keeps the keys of the visual patches: the fused
 visual sequence is [patches | learnable prompts | frozen prompt features] (models/prompt.py), so
-the first K = h * w keys are the ResNet's feature map in row-major order.
+the first K = h * w keys are the ResNet's feature map in row-major order. A model with V > 1
+views (model.num_views) has V such maps one after the other (view order); the card lays them
+side by side, as it lays out the views' images, so a study's map is [h, V * w].
 
 Row k of the result belongs to generated token k: the decoder input is [bos, t_0, ..., t_{T-2}],
 and the query at position k is the one whose output predicted t_k, i.e. where the model looked
@@ -58,16 +60,26 @@ def grid_shape(num_patches: int) -> tuple[int, int]:
 
 
 def num_patches(model: CNX2RG, variables, crop_size: int) -> int:
-  """K, the number of ResNet patch tokens for a crop_size x crop_size image (shapes only)."""
-  images = jax.ShapeDtypeStruct((1, crop_size, crop_size, 1), jnp.float32)
+  """The number of ResNet patch tokens of one study of crop_size x crop_size images, all its
+  views together (shapes only)."""
+  images = jax.ShapeDtypeStruct(model.config.image_shape(1, crop_size), jnp.float32)
   patches, _ = jax.eval_shape(
       lambda v, x: model.apply(v, x, method=lambda m, y: m.visual(y, train=False)),
       variables, images)
   return int(patches.shape[1])
 
 
+def side_by_side(maps: np.ndarray, views: int, grid: tuple[int, int]) -> np.ndarray:
+  """[..., V * h * w] patch weights (view after view, each row-major) -> [..., h, V * w], the
+  views' maps side by side."""
+  h, w = grid
+  lead = maps.shape[:-1]
+  m = maps.reshape(*lead, views, h, w)
+  return np.moveaxis(m, -3, -2).reshape(*lead, h, views * w)
+
+
 def attention_fn(model: CNX2RG, k: int):
-  """The jittable (variables, images [B,H,W,1], inputs [B,T]) -> (maps [B,T,K] float32 head
+  """The jittable (variables, images [B,H,W,1] or [B,V,H,W,1], inputs [B,T]) -> (maps [B,T,K] float32 head
   means over the visual keys, visual_share [B,T])."""
   n_layers = model.config.num_decoder_layers
 
@@ -86,16 +98,19 @@ class AttentionReader:
 
   def __init__(self, model: CNX2RG, variables, mesh, crop_size: int, batch_size: int):
     self.model, self.mesh = model, mesh
-    self.k = num_patches(model, variables, crop_size)
-    self.grid = grid_shape(self.k)
+    self.k = num_patches(model, variables, crop_size)  # all views' patches
+    self.views = model.config.num_views
+    self.view_grid = grid_shape(self.k // self.views)
+    self.grid = (self.view_grid[0], self.views * self.view_grid[1])  # views side by side
     self.batch_size = batch_size
     self.local_batch = batch_size // jax.process_count()
     self._fn = jax.jit(attention_fn(model, self.k))
 
   def maps(self, variables, images: np.ndarray, token_ids: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray]:
-    """images [N, H, W, 1] float32 and generated ids [N, L], the same on every process ->
-    (maps [N, L, h, w], visual_share [N, L]). Every process must call it (collective)."""
+    """images [N, H, W, 1] (or [N, V, H, W, 1]) float32 and generated ids [N, L], the same on
+    every process -> (maps [N, L, h, V * w], visual_share [N, L]). Every process must call it
+    (collective)."""
     n = len(images)
     inputs = decoder_inputs(token_ids)
     maps, shares = [], []
@@ -120,5 +135,5 @@ class AttentionReader:
       shares.append(out[1][keep][order])
     m = np.concatenate(maps)[:n] if n else np.zeros((0, inputs.shape[1], self.k), np.float32)
     s = np.concatenate(shares)[:n] if n else np.zeros((0, inputs.shape[1]), np.float32)
-    return m.reshape(len(m), m.shape[1], *self.grid), s
+    return side_by_side(m, self.views, self.view_grid), s
 

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from cnx2rg_jax.card import attention, cases as cases_lib, curves, html_page, spans as spans_lib
-from cnx2rg_jax.data import transforms
+import tfds_cncxr
+from cnx2rg_jax.data import pipeline
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
@@ -41,29 +42,38 @@ def check_card_config(card) -> None:
                     "--config.card.num_cases=24")
 
 
+def _stretch(x: np.ndarray) -> np.ndarray:
+  lo, hi = float(x.min()), float(x.max())
+  return np.zeros(x.shape, np.uint8) if hi <= lo else np.round(
+      (x - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
 def display_png_b64(model_input: np.ndarray) -> str:
   """The model's input image [H, W, 1] (normalised) stretched to 0..255 as a base64 PNG: the
-  pixels the model saw, with their contrast."""
+  pixels the model saw, with their contrast. A study's views [V, H, W, 1] are each stretched
+  on their own and laid side by side, [H, V * W], as the attention maps are."""
   x = np.asarray(model_input, np.float64)[..., 0]
-  lo, hi = float(x.min()), float(x.max())
-  gray = np.zeros(x.shape, np.uint8) if hi <= lo else np.round(
-      (x - lo) / (hi - lo) * 255).astype(np.uint8)
+  gray = (np.concatenate([_stretch(v) for v in x], axis=1) if x.ndim == 3 else _stretch(x))
   buf = io.BytesIO()
   Image.fromarray(gray).save(buf, format="PNG", optimize=True)
   return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def split_images(prepared, split: str, indices: Sequence[int], data) -> np.ndarray:
-  """The evaluation images [N, crop, crop, 1] of `split`'s examples `indices`, prepared as the
-  eval pipeline prepares them (decode, resize, center crop, normalise)."""
+  """The evaluation images [N, crop, crop, 1] (or [N, V, crop, crop, 1] for a build with V
+  views) of `split`'s examples `indices`, prepared by the eval pipeline's own transform."""
   source = prepared.source(split)
+  prepare = pipeline.make_transform(data, None, prepared.report_cleaner,
+                                    num_views=prepared.num_views).prepare_view
+  keys = tfds_cncxr.image_keys(prepared.num_views)
   out = []
   for i in indices:
-    image = transforms.decode_resize(source[int(i)]["image"], data.image_size)
-    out.append(transforms.normalize(transforms.center_crop(image, data.crop_size),
-                                    data.normalization))
+    record = source[int(i)]
+    views = [prepare(record[key], None) for key in keys]
+    out.append(views[0] if len(views) == 1 else np.stack(views))
   crop = data.crop_size
-  return np.stack(out) if out else np.zeros((0, crop, crop, 1), np.float32)
+  shape = (0, crop, crop, 1) if len(keys) == 1 else (0, len(keys), crop, crop, 1)
+  return np.stack(out) if out else np.zeros(shape, np.float32)
 
 
 def _positive(labels) -> list[str]:
@@ -85,7 +95,8 @@ def case_view(number: int, case_id: str, reason: str, image: np.ndarray, generat
       number=number, case_id=case_id, reason=reason, image_png_b64=display_png_b64(image),
       generated=gen.text, generated_spans=gen_spans, token_spans=token_spans,
       maps=[np.round(m.reshape(-1).astype(np.float64), 4).tolist() for m in maps[:n]],
-      visual_share=[round(float(s), 4) for s in share[:n]], grid=tuple(grid))
+      visual_share=[round(float(s), 4) for s in share[:n]], grid=tuple(grid),
+      views=image.shape[0] if image.ndim == 4 else 1)
   filters = {"gen": _positive(gen), "mentioned": sorted(gen.keywords)}
   if ref is not None:
     view.reference, view.reference_spans = ref.text, spans_lib.highlight(ref, gen.pairs,

@@ -48,11 +48,12 @@ class CaseView:
   token_spans: list  # [(start, end)] per generated token
   maps: list  # per generated token: flat [h * w] attention weights
   visual_share: list  # per generated token: attention share on the visual patches
-  grid: tuple  # (h, w)
+  grid: tuple  # (h, w); a study of V views: (h, V * w), the views' maps side by side
   reference: Optional[str] = None
   reference_spans: list = dataclasses.field(default_factory=list)
   score: Optional[dict] = None  # {"tp", "fp", "fn", "f1"}
   filters: dict = dataclasses.field(default_factory=dict)  # {"ref": [keys], ...}
+  views: int = 1  # images side by side in image_png_b64 (and in each map)
 
 
 @dataclasses.dataclass
@@ -192,12 +193,14 @@ def _case_html(c: CaseView) -> str:
          f"{_report_html(c.generated, c.generated_spans, c.token_spans)}</p>"
          f'<div class="att-caption" id="cap-{c.number}"></div></div>')
   data = {"grid": list(c.grid), "maps": c.maps, "share": c.visual_share}
+  # A study's views side by side: the box and the image widen with them (CSS sets one view).
+  wide = f' style="width: {DISPLAY_PX * c.views}px"' if c.views > 1 else ""
   return (f'<section class="case" id="case-{c.number}" data-n="{c.number}" '
           f'data-id="{_e(c.case_id)}" data-reason="{_e(c.reason)}"{filt}>'
           f'<h3>#{c.number} · {_e(c.case_id)} <span class="reason">{_e(c.reason)}</span>{score}'
-          f'</h3><div class="row"><div class="img"><img alt="radiograph {_e(c.case_id)}" '
-          f'src="data:image/png;base64,{c.image_png_b64}" width="{DISPLAY_PX}" '
-          f'height="{DISPLAY_PX}"><canvas class="overlay" width="{DISPLAY_PX}" '
+          f'</h3><div class="row"><div class="img"{wide}><img alt="radiograph {_e(c.case_id)}" '
+          f'src="data:image/png;base64,{c.image_png_b64}" width="{DISPLAY_PX * c.views}" '
+          f'height="{DISPLAY_PX}"{wide}><canvas class="overlay" width="{DISPLAY_PX * c.views}" '
           f'height="{DISPLAY_PX}" data-token=""></canvas></div>{ref}{gen}</div>'
           f"{_json_script(f'att-{c.number}', data)}</section>")
 
