@@ -19,7 +19,7 @@ from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
 from cnx2rg_jax.text import pkuseg_segmenter, word_vocab
-from cnx2rg_jax.training import optimizer
+from cnx2rg_jax.training import evaluate, optimizer
 
 # Keys that must equal the workdir's config.json to resume or evaluate the run there.
 RUN_KEYS = ("model", "text", "data.name", "data.manual_dir", "data.num_examples",
@@ -104,6 +104,7 @@ def check(config) -> None:
       ("eval.cn_radgraph_dir", lambda v: v or config.eval.clinical_scorer != "cn_radgraph",
        "the workdir of a trained CN-RadGraph when eval.clinical_scorer='cn_radgraph'"),
       ("eval.batch_size", *_POS), ("eval.val_examples", *_NONNEG),
+      ("eval.references", *_one_of(evaluate.REFERENCES)),
       ("mesh.strategy", *_one_of(tuple(sharding.STRATEGIES))),
       ("mesh.max_replicated_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
       ("mesh.axes", lambda v: "data" in v and set(v) <= {"data", "model"} and len(set(v)) == len(v),

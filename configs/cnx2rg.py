@@ -91,6 +91,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   ev.val_examples = 0  # val reports searched every train.eval_every steps (0 = the whole split)
   ev.meteor = True  # METEOR in --mode=eval and the final test (needs Java; never during training)
   ev.baselines = True  # score the most-frequent and nearest-neighbour baselines beside the model
+  # References scored against: "report" (as written) | "r2gen" (as R2Gen's test loop: through the
+  # vocabulary, <unk> for rare words, cut to data.max_tokens - 1 words; configs/r2gen.py)
+  ev.references = "report"
 
   # The report card (cnx2rg_jax/card): an HTML page of cases, keyword spans and attention maps.
   c.card = cd = ml_collections.ConfigDict()

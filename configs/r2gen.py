@@ -19,9 +19,10 @@ max_seq_length, threshold or data folder needs those on the command line: the co
 the `--config.KEY=VALUE` overrides (also in DIR/r2gen_conversion.json), and --mode=eval refuses
 a config that does not match DIR/config.json.
 
-IU X-Ray: R2Gen's IU model reads two views a study; the model here takes [B, 2, H, W, 1], but
-the data pipeline stores and feeds the first view only, so `--mode=eval/predict` with an IU
-checkpoint are refused (see README, "R2Gen's own checkpoints").
+IU X-Ray: R2Gen's IU model reads two views a study (model.num_views=2): the release build
+stores each entry's first two images, eval feeds [B, 2, H, W, 1], and --mode=predict takes
+study folders or FRONTAL.png+LATERAL.png pairs (see README, "R2Gen's own checkpoints").
+Scores use R2Gen's references (eval.references="r2gen").
 """
 
 import ml_collections
@@ -58,12 +59,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.r2gen_layernorm = True
   m.r2gen_rgb_stem = True
   m.r2gen_beam_search = True
-  m.num_views = views  # IU X-Ray: 2 (frontal + lateral); the pipeline feeds 1, so IU eval is refused
+  m.num_views = views  # IU X-Ray: 2 (frontal + lateral), as the data and predict then read
   dc.beam_size = 3
   dc.max_len = max_len
   dc.length_penalty = 0.0
   dc.block_trigrams = False  # R2Gen's block_trigrams only acts in its greedy sampling
   ev.baselines = False
+  ev.references = "r2gen"  # scored as R2Gen scores: <unk> for rare words, cut to max_seq_length
   c.train.keyword_weight = 0.0  # R2Gen has no keyword head (the converter zeroes ours)
   c.r2gen = r = ml_collections.ConfigDict()
   r.dataset = variant

@@ -19,6 +19,7 @@ BAD_VALUES = [
     ("model.d_model", 130), ("model.rm_d_model", 130), ("model.num_encoder_layers", 0),
     ("model.dropout", 1.0), ("model.dtype", "float16"), ("decode.beam_size", 0),
     ("decode.max_len", 500), ("eval.clinical_scorer", "chexbert"), ("eval.batch_size", 0),
+    ("eval.references", "truncated"),
     ("mesh.axes", ("model",)), ("mesh.shape", (2, 2)), ("train.batch_size", 0),
     ("train.num_steps", 0), ("train.keep_last", 0), ("train.lr_rest", 0.0),
     ("train.lr_schedule", "linear"), ("train.lr_gamma", 1.5), ("train.clip_value", -1.0),

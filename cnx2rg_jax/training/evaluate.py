@@ -30,21 +30,40 @@ TABLE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "c
                  "clinical_precision", "clinical_recall", "clinical_f1")
 
 
-def rows_of(texts: dataset.SplitTexts, index: np.ndarray, predictions: list[str]) -> list[dict]:
-  return [{"id": str(texts.ids[i]), "prediction": p, "reference": texts.reports[i]}
+# eval.references: what the generated reports are scored against.
+#   "report": the cleaned report as written (the default);
+#   "r2gen": the report as R2Gen's test loop scores it: encoded with the run's vocabulary (rare
+#     words become <unk>), cut to its first data.max_tokens - 1 words (R2Gen's max_seq_length
+#     minus bos), decoded. configs/r2gen.py uses it, so that the scores are R2Gen's.
+REFERENCES = ("report", "r2gen")
+
+
+def reference_text(report: str, references: str, tokenizer, max_tokens: int) -> str:
+  if references == "report":
+    return report
+  if references == "r2gen":
+    return tokenizer.decode(tokenizer.encode(report)[:max_tokens - 1])
+  raise ValueError(f"eval.references={references!r}; choose one of {REFERENCES}")
+
+
+def rows_of(texts: dataset.SplitTexts, index: np.ndarray, predictions: list[str],
+            reference: Callable[[str], str] = lambda r: r) -> list[dict]:
+  return [{"id": str(texts.ids[i]), "prediction": p, "reference": reference(texts.reports[i])}
           for i, p in zip(index.tolist(), predictions)]
 
 
 def generate_split(generator: generate.ReportGenerator, variables, prepared, split: str, data,
-                   tokenizer, limit: int = 0, texts: Optional[dataset.SplitTexts] = None
-                   ) -> tuple[list[dict], generate.Outputs]:
+                   tokenizer, limit: int = 0, texts: Optional[dataset.SplitTexts] = None,
+                   references: str = "report") -> tuple[list[dict], generate.Outputs]:
   """Beam-search reports for `split` (its first `limit` examples if > 0): (rows, outputs).
-  `texts` (the split's, from `dataset.read_split_texts`) spares re-reading them on every call."""
+  `texts` (the split's, from `dataset.read_split_texts`) spares re-reading them on every call;
+  `references` is eval.references (REFERENCES)."""
   batches, steps = generate.split_batches(prepared, split, data, tokenizer,
                                           generator.local_batch, limit)
   out = generator.run_stream(variables, batches, steps)
   texts = texts if texts is not None else dataset.read_split_texts(prepared, split)
-  return rows_of(texts, out.index, generate.decode_texts(tokenizer, out.token_ids)), out
+  return rows_of(texts, out.index, generate.decode_texts(tokenizer, out.token_ids),
+                 lambda r: reference_text(r, references, tokenizer, data.max_tokens)), out
 
 
 def head_auroc(texts: dataset.SplitTexts, out: generate.Outputs) -> Optional[dict]:
@@ -137,7 +156,7 @@ def evaluate_split(generator, variables, prepared, split: str, config, tokenizer
   start = time.perf_counter()
   texts = dataset.read_split_texts(prepared, split)
   rows, out = generate_split(generator, variables, prepared, split, config.data, tokenizer,
-                             texts=texts)
+                             texts=texts, references=config.eval.references)
   log(f"generated {len(rows)} {split} reports with beam {config.decode.beam_size} in "
       f"{time.perf_counter() - start:.1f} s")
   meteor = config.eval.meteor
