@@ -8,13 +8,18 @@ and checks on the same images:
 - teacher-forced logits and log-probabilities equal R2Gen's within 1e-4 (on R2Gen's rows);
 - beam search at beam 3 with R2Gen's settings (model.r2gen_beam_search) returns R2Gen's token
   sequences for every example whose finished scores have no near-tie in R2Gen's own search.
-The MIMIC-CXR workdir is also opened as --mode=eval/predict open it (training.trained.load);
-the IU X-Ray one is refused there (the pipeline feeds one view).
+- the converted workdir opens as --mode=eval/predict open it (training.trained.load), and
+  `--mode=eval` on the release folder (TFDS build, grain pipeline, two views for IU X-Ray)
+  writes the reports R2Gen's own test loop writes: its dataset class reading the same image
+  files, its eval transform, its model's beam search and its tokenizer's decode.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
+import types
 
 import numpy as np
 import pytest
@@ -37,6 +42,8 @@ TOL = 1e-4
 IMAGE = 224  # R2Gen's AvgPool2d(7) needs a 7 x 7 layer4 map
 MAX_LEN = 20  # R2Gen's max_seq_length here
 BATCH = 6
+LONG_REPORT = ("The heart size is normal. The lungs are clear, no pleural effusion or zebra. "
+               "Degenerative changes of the spine are stable within normal limits.")
 # R2Gen's eos logit bias in the random models, so that beam search ends reports at varied
 # lengths between 0 and MAX_LEN (measured with torch 2.13; a random model's lengths jump with it).
 EOS_BIAS = {"iu_xray": 1.3, "mimic_cxr": 1.1}
@@ -84,7 +91,9 @@ def setup(request, tmp_path_factory):
   tmp = tmp_path_factory.mktemp(dataset)
   rng = np.random.default_rng(0 if views == 2 else 1)
   ann = str(tmp / "annotation.json")
-  harness.write_annotation(ann, _reports(rng, 200), _reports(rng, 4), _reports(rng, 4))
+  test = _reports(rng, 4)
+  test[-1] = LONG_REPORT  # R2Gen scores it cut to max_seq_length, with <unk> for "zebra"
+  harness.write_annotation(ann, _reports(rng, 200), _reports(rng, 4), test)
   r2gen = harness.import_r2gen(R2GEN)
   args = harness.r2gen_args(
       ann_path=ann, dataset_name=dataset, threshold=3, max_seq_length=MAX_LEN,
@@ -100,8 +109,58 @@ def setup(request, tmp_path_factory):
   workdir = str(tmp / "workdir")
   record = conv.convert(ckpt, ann, dataset, 3, workdir, num_heads=4, rm_num_heads=2)
   pixels = rng.integers(0, 256, (BATCH, 2, IMAGE, IMAGE), dtype=np.uint8)
+  _write_images(tmp / "images", ann, rng)
   return dict(dataset=dataset, views=views, model=model, tok=r2gen_tok, args=args, ann=ann,
-              ckpt=ckpt, workdir=workdir, record=record, pixels=pixels, cache={})
+              ckpt=ckpt, workdir=workdir, record=record, pixels=pixels, cache={},
+              images=str(tmp / "images"), tmp=tmp)
+
+
+def _write_images(folder, ann: str, rng) -> None:
+  """A gray PNG for every image path of the annotation (R2Gen's layout: paths relative to
+  `folder`), not 224 x 224, so that both sides resize."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  with open(ann, encoding="utf-8") as f:
+    entries = [e for split in json.load(f).values() for e in split]
+  for e in entries:
+    for rel in e["image_path"]:
+      path = folder / rel
+      path.parent.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(rng.integers(0, 256, (96, 80), dtype=np.uint8)).save(path)
+
+
+def _r2gen_eval_transform(image):
+  """R2Gen's eval transform, Compose([Resize((224, 224)), ToTensor(), Normalize(ImageNet)]),
+  written with PIL and torch as torchvision computes it on a PIL image (torchvision is not
+  installed here): PIL's bilinear resize, /255, per-channel mean and std."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  x = np.asarray(image.resize((IMAGE, IMAGE), Image.BILINEAR), np.float32) / 255.0
+  x = torch.from_numpy(x).permute(2, 0, 1)
+  mean = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
+  std = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+  return (x - mean) / std
+
+
+def _r2gen_test_split(setup):
+  """R2Gen's own test loop on the release folder: ({id: report}, {id: the reference it scores
+  against}, {id: the gap between the two best finished beams})."""
+  import torch  # pylint: disable=import-outside-toplevel
+  datasets = importlib.import_module("modules.datasets")  # R2Gen's, on sys.path (import_r2gen)
+  cls = (datasets.IuxrayMultiImageDataset if setup["views"] == 2
+         else datasets.MimiccxrSingleImageDataset)
+  args = types.SimpleNamespace(**{**vars(setup["args"]), "image_dir": setup["images"]})
+  ds = cls(args, setup["tok"], "test", transform=_r2gen_eval_transform)
+  items = [ds[i] for i in range(len(ds))]
+  model = setup["model"]
+  with torch.no_grad(), harness.cpu_only():
+    seq = model(torch.stack([it[1] for it in items]), mode="sample")
+  done = model.encoder_decoder.done_beams
+  gaps = [d[0]["p"] - d[1]["p"] if len(d) > 1 else np.inf for d in done]
+  texts = setup["tok"].decode_batch(seq.numpy())
+  ids = [it[0] for it in items]
+  # Its ground truths: the dataset's ids (bos, words, eos, cut to max_seq_length) after bos.
+  refs = [setup["tok"].decode(it[2][1:]) for it in items]
+  return dict(zip(ids, texts)), dict(zip(ids, refs)), dict(zip(ids, gaps))
 
 
 def _ours(setup):
@@ -217,7 +276,8 @@ def test_beam_search_matches(setup):
 
 
 def test_workdir_opens_for_eval(setup):
-  """--mode=eval/predict's loader opens the MIMIC-CXR workdir; IU X-Ray's is refused clearly."""
+  """--mode=eval/predict's loader opens the converted workdir (IU X-Ray's two views too), and its
+  generator writes R2Gen's reports."""
   from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
@@ -226,17 +286,45 @@ def test_workdir_opens_for_eval(setup):
   config.data.max_tokens = config.decode.max_len = MAX_LEN
   config.eval.batch_size = 2
   assert isinstance(config, ml_collections.ConfigDict)
-  if setup["views"] == 2:
-    with pytest.raises(ValueError, match=r"num_views=2.*\[B, 2, H, W, 1\]"):
-      trained.load(config, setup["workdir"], log=lambda _: None)
-    return
   run = trained.load(config, setup["workdir"], log=lambda _: None)
   model, variables, _, rows, _ = _ours(setup)
   import jax  # pylint: disable=import-outside-toplevel
   for a, b in zip(jax.tree.leaves(run.variables), jax.tree.leaves(variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  images = _our_images(setup["pixels"][:2], 1)
+  images = _our_images(setup["pixels"][:2], setup["views"])
   out = run.generator.run_batch(run.variables, images, np.arange(2))
   texts = [run.tokenizer.decode(r) for r in out[1]]
   r2gen_seq, _ = _r2gen_beams(setup)
   assert texts == setup["tok"].decode_batch(r2gen_seq[:2])
+
+
+def test_eval_mode_writes_r2gens_test_reports(setup):
+  """--mode=eval's whole path (release folder -> TFDS build -> grain pipeline -> beam search ->
+  reports) against R2Gen's test loop on the same folder and checkpoint."""
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax import run as run_lib  # pylint: disable=import-outside-toplevel
+  config = r2gen_configs.get_config(setup["dataset"])
+  harness.apply_overrides(config, setup["record"]["config_overrides"])
+  config.data.max_tokens = config.decode.max_len = MAX_LEN
+  config.data.data_dir = str(setup["tmp"] / "tfds")
+  config.data.num_workers = 0
+  config.eval.batch_size = 2
+  config.card.num_cases = 1
+  run_lib.evaluate_run(config, setup["workdir"], "test")
+  with open(f"{setup['workdir']}/eval/test_reports.jsonl", encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  ours = {r["id"]: r["prediction"] for r in rows}
+  theirs, refs, gaps = _r2gen_test_split(setup)
+  # eval.references="r2gen": scored against exactly R2Gen's references (<unk>, cut).
+  assert {r["id"]: r["reference"] for r in rows} == refs
+  from cnx2rg_jax.text import english  # pylint: disable=import-outside-toplevel
+  with open(setup["ann"], encoding="utf-8") as f:
+    written = {e["id"]: english.ENGLISH_CLEANERS[setup["dataset"]](e["report"])
+               for e in json.load(f)["test"]}
+  assert any(refs[i] != written[i] for i in refs), "no reference was cut or had <unk>: untested"
+  assert sorted(ours) == sorted(theirs)
+  clear = [i for i in theirs if gaps[i] > 1e-4]
+  print(f"\n{setup['dataset']}: --mode=eval equals R2Gen's test loop on "
+        f"{sum(ours[i] == theirs[i] for i in clear)}/{len(clear)} tie-free studies")
+  assert len(clear) >= len(theirs) - 1
+  assert {i: ours[i] for i in clear} == {i: theirs[i] for i in clear}
