@@ -202,7 +202,8 @@ def test_eval_and_predict_write_the_same_reports(iu, predicted):
   # What predict feeds the model: each study's files, in view order, prepared as PIL does.
   jobs = study_files.expand_studies(predicted["folders"] + predicted["joined"], 2)
   size = config.data.crop_size
-  for job, (_, array, error) in zip(jobs, predict._prepared(jobs, config.data)):  # pylint: disable=protected-access
+  fed = predict._prepared(jobs, config.data)  # pylint: disable=protected-access
+  for job, (_, array, error) in zip(jobs, fed):
     assert error is None and array.shape == (2, size, size, 1)
     sid = pathlib.Path(job.paths[0]).parent.name
     for v in (0, 1):

@@ -79,8 +79,8 @@ def side_by_side(maps: np.ndarray, views: int, grid: tuple[int, int]) -> np.ndar
 
 
 def attention_fn(model: CNX2RG, k: int):
-  """The jittable (variables, images [B,H,W,1] or [B,V,H,W,1], inputs [B,T]) -> (maps [B,T,K] float32 head
-  means over the visual keys, visual_share [B,T])."""
+  """The jittable (variables, images [B,H,W,1] or [B,V,H,W,1], inputs [B,T]) -> (maps [B,T,K]
+  float32 head means over the K visual keys (all views'), visual_share [B,T])."""
   n_layers = model.config.num_decoder_layers
 
   def fn(variables, images, inputs):

@@ -20,11 +20,11 @@ import numpy as np
 from PIL import Image
 
 from cnx2rg_jax.card import attention, cases as cases_lib, curves, html_page, spans as spans_lib
-import tfds_cncxr
 from cnx2rg_jax.data import pipeline
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
+import tfds_cncxr
 
 CARD_FILE = "index.html"
 

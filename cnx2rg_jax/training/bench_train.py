@@ -88,7 +88,8 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int,
   state, shardings = state_lib.create_state(model, tx, mesh, image_size=crop,
                                             num_tokens=tokens - 1, seed=config.seed,
                                             strategy=config.mesh.strategy)
-  shapes = {"image": model.config.image_shape(batch_size, crop), "report_tokens": (batch_size, tokens),
+  shapes = {"image": model.config.image_shape(batch_size, crop),
+            "report_tokens": (batch_size, tokens),
             "report_mask": (batch_size, tokens), "keyword_labels": (batch_size, 48)}
   step = steps.make_train_step(model, tx, mesh, shardings, shapes,
                                keyword_weight=max(config.train.keyword_weight, 0.1),
