@@ -6,6 +6,7 @@ a PIL re-derivation of the inputs."""
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import pathlib
@@ -262,3 +263,32 @@ def test_bench_decode_runs_the_two_view_workdir(iu):
   b.with_encoder = [True]
   out = bench.bench_decode(config)
   assert out["model"]["num_views"] == 2 and out["results"][0]["reports_per_sec"] > 0
+
+
+def test_training_crops_each_view_on_its_own(iu):
+  """Training batches carry both views, each cropped at its own random place (as R2Gen transforms
+  each IU X-Ray view separately), re-derived here with PIL and the same random stream."""
+  config = iu["config"]
+  data = copy.deepcopy(config.data)
+  data.image_size, data.crop_size = 64, 48
+  prepared = dataset.prepare(data, 2)
+  tokenizer = WordTokenizer.load(iu["workdir"] / "tokenizer")
+  transform = pipeline.make_transform(data, tokenizer, prepared.report_cleaner, num_views=2)
+  record = prepared.source("train")[0]
+  differ = 0
+  for seed in range(4):
+    got = transform(record, np.random.default_rng(seed))["image"]
+    rng = np.random.default_rng(seed)
+    offsets = []
+    for v, key in enumerate(tfds_cncxr.image_keys(2)):
+      with Image.open(io.BytesIO(record[key])) as im:
+        x = np.asarray(im.convert("L").resize((64, 64), Image.BILINEAR), np.float64)
+      top, left = int(rng.integers(0, 64 - 48 + 1)), int(rng.integers(0, 64 - 48 + 1))
+      offsets.append((top, left))
+      want = (x[top:top + 48, left:left + 48] - IMAGENET_GRAY_MEAN) / IMAGENET_GRAY_STD
+      np.testing.assert_allclose(got[v, ..., 0], want, atol=1e-4)
+    differ += offsets[0] != offsets[1]
+  assert differ, "the two views were always cropped at the same place"
+  ds = pipeline.train_dataset(prepared, data, tokenizer, batch_size=2, seed=0,
+                              shard=pipeline.ProcessShard(0, 1))
+  assert next(iter(ds))["image"].shape == (2, 2, 48, 48, 1)
