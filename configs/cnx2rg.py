@@ -204,7 +204,8 @@ def _paper(c: ml_collections.ConfigDict) -> None:
   m.prompt_feature_dim = 512  # MedCLIP's embedding; used once model.prompt_encoder is set
   tr.keyword_weight = 1.0  # not stated
   # Not stated: R2Gen's MIMIC-CXR schedule (StepLR 1 epoch x 0.8) for 30 epochs of the 32,410
-  # training images at batch 16 (2,025 steps an epoch), validated and saved every epoch.
+  # training images at batch 16 (2,025 steps an epoch), validated and saved every epoch. The
+  # StepLR decay counts epochs of the oversampled set (longer), as the loop computes them.
   tr.lr_step_epochs, tr.lr_gamma = 1, 0.8
   tr.num_steps = 30 * 2025
   tr.eval_every = tr.checkpoint_every = 2025

@@ -146,6 +146,10 @@ def test_oversampling_switch_changes_the_epoch(setup):
   assert len(indices) > prepared.num_examples("train")
   ids = _ids(_train(setup, data=data, batch_size=1, num_epochs=1))
   assert len(ids) == len(indices) and len(set(ids)) == prepared.num_examples("train")
+  # The learning-rate schedule's epoch is the oversampled one.
+  assert pipeline.steps_per_epoch(data, texts, 0, 4) == len(indices) // 4
+  data.oversample.enabled = False
+  assert pipeline.steps_per_epoch(data, texts, 0, 4) == prepared.num_examples("train") // 4
 
 
 def test_sentence_shuffle_permutes_sentences_only_when_on(setup):

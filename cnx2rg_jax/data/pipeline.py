@@ -61,6 +61,15 @@ def epoch_indices(data, split_texts: SplitTexts | None, seed: int) -> np.ndarray
   return plan.indices
 
 
+def steps_per_epoch(data, split_texts: SplitTexts, seed: int, global_batch: int) -> int:
+  """Global steps of one training epoch: the oversampled epoch's length (`epoch_indices`) when
+  oversampling is on, else the split's, over the global batch (at least 1). R2Gen's StepLR
+  counts epochs of the dataset it trains on, which the paper's oversampling enlarges."""
+  indices = epoch_indices(data, split_texts, seed)
+  n = len(split_texts.ids) if indices is None else len(indices)
+  return max(1, n // global_batch)
+
+
 def phrase_bank(data, prepared: PreparedDataset, split_texts: SplitTexts | None
                 ) -> graph_augment.PhraseBank | None:
   """The graph augmentation's phrase bank of the train split, or None when it is off.

@@ -66,7 +66,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
         f"train.batch_size={global_bs} does not split over the mesh's "
         f"{mesh.shape[sharding.DATA_AXIS]} data shards; make it a multiple of that, or change "
         "mesh.shape")
-  steps_per_epoch = max(1, prepared.num_examples("train") // global_bs)
+  steps_per_epoch = pipeline.steps_per_epoch(config.data, train_texts, config.seed, global_bs)
   model = factory.build_model(config, tok.vocab_size)
   prompts = prompt_encoder.describe_prompts(model.config)
   if prompts:
