@@ -79,7 +79,9 @@ def evaluate_run(config, workdir: str, split: str, card: bool = False, card_dir:
   if split not in prepared.builder.info.splits:
     raise config_checks.ConfigError(f"--split={split} is not a split of this dataset; use one "
                                     f"of {', '.join(prepared.builder.info.splits)}")
-  labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
+  # Each report is labelled once, though the model, both baselines and the card score it.
+  labeler = clinical.MemoLabeler(
+      clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir))
   ev = evaluate.evaluate_split(run.generator, run.variables, prepared, split, config,
                                run.tokenizer, labeler, workdir, run.step)
   results = ev.results

@@ -139,6 +139,29 @@ def test_score_reports_matches_brute_force_and_accepts_any_labeler():
                                             "support": 0}
 
 
+def test_memo_labeler_reads_each_report_once_and_changes_nothing():
+  reports = ["左肺片状影。", "心影增大。", "两肺未见异常。", "右侧胸腔积液。"]
+  texts = reports + reports[::-1] + reports[:2]
+  seen = []
+
+  class Batched:  # a label_many labeler, like CN-RadGraph's extractor
+
+    def label_many(self, batch):
+      seen.append(list(batch))
+      return [label_report(r).pairs for r in batch]
+
+    def __call__(self, report):
+      return self.label_many([report])[0]
+
+  memo = clinical.MemoLabeler(Batched())
+  want = clinical.score_reports(texts, texts[::-1])
+  assert clinical.score_reports(texts, texts[::-1], memo) == want
+  assert clinical.score_reports(texts[:3], texts[3:6], memo) == clinical.score_reports(
+      texts[:3], texts[3:6])
+  assert sorted(r for batch in seen for r in batch) == sorted(reports)  # each one once
+  assert memo(reports[1]) == clinical.pairs_of(label_report, reports[1]) and len(seen) == 1
+
+
 def test_score_reports_edge_cases():
   nothing = clinical.score_reports(["心影不大。"], ["两肺纹理清晰。"])
   assert nothing["clinical_f1"] is None and nothing["clinical_precision"] is None

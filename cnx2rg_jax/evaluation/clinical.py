@@ -91,6 +91,26 @@ def pairs_many(labeler: Callable, reports: Sequence[str]) -> list[set[Pair]]:
   return [pairs_of(labeler, r) for r in reports]
 
 
+class MemoLabeler:
+  """A labeler that reads each distinct report once: it remembers the pairs `labeler` gave, so
+  that one evaluation (the model, both baselines against the same references, then the report
+  card) labels every text once, in batches where `labeler` has `label_many`. Calls return pair
+  sets, which every function here accepts."""
+
+  def __init__(self, labeler: Callable):
+    self.labeler = labeler
+    self._pairs: dict[str, set[Pair]] = {}
+
+  def label_many(self, reports: Sequence[str]) -> list[set[Pair]]:
+    new = list(dict.fromkeys(r for r in reports if r not in self._pairs))
+    if new:
+      self._pairs.update(zip(new, pairs_many(self.labeler, new)))
+    return [self._pairs[r] for r in reports]
+
+  def __call__(self, report: str) -> set[Pair]:
+    return self.label_many([report])[0]
+
+
 def score_reports(predictions: Sequence[str], references: Sequence[str],
                   labeler: Callable = label_report) -> dict:
   """Micro clinical P/R/F1 of predicted reports against references, overall and per lesion.
