@@ -131,12 +131,20 @@ def split_batches(prepared: dataset.PreparedDataset, split: str, data, tokenizer
 
   def gen():
     pos = 0
-    for batch in ds:
-      if pos >= len(mine):
-        return
-      images = batch["image"][: len(mine) - pos]
-      yield images, mine[pos:pos + len(images)]
-      pos += len(images)
+    it = iter(ds)
+    try:
+      for batch in it:
+        if pos >= len(mine):
+          return
+        # A copy: grain's shared-memory batch is released now, not at interpreter exit.
+        images = np.array(batch["image"][: len(mine) - pos])
+        del batch
+        yield images, mine[pos:pos + len(images)]
+        pos += len(images)
+    finally:  # stop grain's worker processes and free their shared memory now, not at exit
+      close = getattr(it, "close", None)
+      if close is not None:
+        close()
 
   return gen(), steps
 
