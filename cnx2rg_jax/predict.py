@@ -107,8 +107,7 @@ def _prepared(jobs: Sequence[study_files.StudyJob], data):
       yield job.name, None, error
       continue
     try:
-      views = [preprocess(image, data) for image in images]
-      yield job.name, views[0] if len(views) == 1 else np.stack(views), None
+      yield job.name, transforms.study_input([preprocess(image, data) for image in images]), None
     except Exception as e:  # noqa: BLE001
       yield job.name, None, str(image_files.ImageReadError(job.name,
                                                            f"{type(e).__name__}: {e}"))

@@ -24,7 +24,6 @@ from cnx2rg_jax.data import pipeline
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
-import tfds_cncxr
 
 CARD_FILE = "index.html"
 
@@ -64,15 +63,10 @@ def split_images(prepared, split: str, indices: Sequence[int], data) -> np.ndarr
   views) of `split`'s examples `indices`, prepared by the eval pipeline's own transform."""
   source = prepared.source(split)
   prepare = pipeline.make_transform(data, None, prepared.report_cleaner,
-                                    num_views=prepared.num_views).prepare_view
-  keys = tfds_cncxr.image_keys(prepared.num_views)
-  out = []
-  for i in indices:
-    record = source[int(i)]
-    views = [prepare(record[key], None) for key in keys]
-    out.append(views[0] if len(views) == 1 else np.stack(views))
-  crop = data.crop_size
-  shape = (0, crop, crop, 1) if len(keys) == 1 else (0, len(keys), crop, crop, 1)
+                                    num_views=prepared.num_views).prepare_image
+  out = [prepare(source[int(i)], None) for i in indices]
+  crop, views = data.crop_size, prepared.num_views
+  shape = (0, crop, crop, 1) if views == 1 else (0, views, crop, crop, 1)
   return np.stack(out) if out else np.zeros(shape, np.float32)
 
 

@@ -134,12 +134,12 @@ class ExampleTransform:
       image = random_crop(image, self.crop_size, rng)
     return normalize(image, self.normalization)
 
+  def prepare_image(self, record: dict, rng: np.random.Generator | None) -> np.ndarray:
+    """The record's model input: its views prepared (`prepare_view`), as `study_input`."""
+    return study_input([self.prepare_view(record[key], rng) for key in image_keys(self.num_views)])
+
   def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
-    if self.num_views == 1:
-      image = self.prepare_view(record["image"], rng)
-    else:
-      image = np.stack([self.prepare_view(record[key], rng)
-                        for key in image_keys(self.num_views)])
+    image = self.prepare_image(record, rng)
     report = REPORT_CLEANERS[self.report_cleaner](as_text(record["report"]))
     target = report
     if rng is not None and self.phrase_bank is not None and self.graph_augment_probability > 0:
@@ -158,6 +158,12 @@ class ExampleTransform:
         "id": as_text(record["id"]),
         "report": report,
     }
+
+
+def study_input(views: list[np.ndarray]) -> np.ndarray:
+  """A study's prepared views [crop, crop, 1] -> the model's input for it: the view itself when
+  there is one ([crop, crop, 1]), else the views stacked ([V, crop, crop, 1])."""
+  return views[0] if len(views) == 1 else np.stack(views)
 
 
 def as_text(value) -> str:
