@@ -311,14 +311,27 @@ def temperature_sample(tokens_to_logits: TokensToLogits, init_ids, init_cache, r
   """Ancestral sampling from softmax(logits / temperature) until eos or max_len; deterministic
   for a given `rng` (step t draws with fold_in(rng, t)). `temperature` may be a traced scalar.
 
+  `rng` is one key for the whole batch, or a batch of keys, one per row (`[batch]` typed keys or
+  `[batch, 2]` raw ones): then each row's draws depend on its own key only, not on the batch it
+  sits in (row r, step t draws with fold_in(rng[r], t)).
+
   Returns (ids int32 [batch, max_len], scores float32 [batch]): scores are the summed log-probs
   of the drawn tokens under the untempered model, comparable with greedy_search's.
   """
   # A traced temperature is allowed (no recompilation per value); only a Python one is checked.
   if isinstance(temperature, (int, float)) and temperature <= 0:
     raise ValueError(f"temperature must be > 0, got {temperature}; use greedy_search for 0")
+  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  per_row = jnp.ndim(rng) == (1 if typed else 2)
+
+  def draw(key, logprobs, step):
+    return jax.random.categorical(jax.random.fold_in(key, step), logprobs / temperature, axis=-1)
 
   def choose(logprobs, step):
-    return jax.random.categorical(jax.random.fold_in(rng, step), logprobs / temperature, axis=-1)
+    if per_row:
+      if rng.shape[0] != logprobs.shape[0]:
+        raise ValueError(f"{rng.shape[0]} row keys for a batch of {logprobs.shape[0]}")
+      return jax.vmap(draw, in_axes=(0, 0, None))(rng, logprobs, step)
+    return draw(rng, logprobs, step)
   return _sample_loop(tokens_to_logits, init_ids, init_cache, choose, max_len=max_len,
                       eos_id=eos_id, pad_id=pad_id)

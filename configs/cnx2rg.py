@@ -83,6 +83,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   dc.max_len = 100  # generated tokens, eos included (R2Gen: 60 for IU X-Ray, 100 for MIMIC-CXR)
   dc.length_penalty = 0.0  # GNMT alpha; R2Gen applies none
   dc.block_trigrams = False
+  # How the report is chosen: "beam" (the beam's best, as R2Gen) | "mbr" (minimum Bayes risk: of
+  # the beam's report and mbr_samples sampled ones, the one with the highest mean clinical pair
+  # F1 against the samples; cnx2rg_jax/evaluation/mbr.py)
+  dc.method = "beam"
+  dc.mbr_samples = 16  # reports drawn per image (the evidence and candidates)
+  dc.mbr_temperature = 1.0  # sampling temperature (1: the model's own distribution)
+  dc.mbr_seed = 0  # sample keys are fold_in(mbr_seed, example index): batch-independent
+  dc.mbr_utility = "labeler"  # pairs read by "labeler" (rules) | "cn_radgraph" (eval.cn_radgraph_dir)
 
   c.eval = ev = ml_collections.ConfigDict()
   ev.clinical_scorer = "labeler"  # clinical P/R/F1 pairs: "labeler" (rules) | "cn_radgraph"

@@ -24,6 +24,7 @@ from cnx2rg_jax.data import pipeline
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
+from cnx2rg_jax.training import generate
 
 CARD_FILE = "index.html"
 
@@ -160,7 +161,7 @@ def write_eval_card(config, workdir: str, split: str, run, prepared, results: di
              ("clinical scorer", config.eval.clinical_scorer),
              ("cases shown", f"{len(views)} (card.num_cases={config.card.num_cases}; best, "
               "worst and random by per-case clinical F1, seed " f"{config.seed})"),
-             ("beam", str(config.decode.beam_size))],
+             ("decoding", generate.describe(config.decode))],
       cases=views, results=results, metrics=metrics, table_metrics=evaluate.TABLE_METRICS,
       curves_svg=curves.curves_svg(curves.read_scalars(pathlib.Path(workdir) / "events")),
       per_keyword=per_keyword, baseline_names=list(baselines),

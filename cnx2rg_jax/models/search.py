@@ -82,3 +82,27 @@ def search_reports(model: CNX2RG, variables, memory, *, impl: str = "cached", be
       pad_id=tokenizer_lib.PAD_ID, length_penalty=length_penalty, block_trigrams=block_trigrams,
       min_len=min_len, r2gen=model.config.r2gen_beam_search)
   return ids[:, 0], scores[:, 0]
+
+
+def sample_reports(model: CNX2RG, variables, memory, row_keys, *, num_samples: int,
+                   max_len: int = 100, temperature: float = 1.0, impl: str = "cached"):
+  """`num_samples` reports per example by ancestral sampling, from encoder memory [B, N, d_model]
+  and one key per example (`row_keys` [B]): sample s of example b draws with
+  fold_in(row_keys[b], s), so it does not depend on the batch the example sits in.
+
+  Returns (ids int32 [B, num_samples, max_len], scores float32 [B, num_samples]: summed
+  log-probabilities under the untempered model). Jit it with the keyword arguments static.
+  """
+  b = memory.shape[0]
+  memory = jnp.repeat(memory, num_samples, axis=0)  # row b * S + s is example b's sample s
+  keys = jax.vmap(lambda k: jax.vmap(lambda s: jax.random.fold_in(k, s))(
+      jnp.arange(num_samples)))(row_keys)
+  keys = keys.reshape((b * num_samples,) + keys.shape[2:])
+  cache = initial_cache(model, variables, memory, impl, max_len)
+  fn = (cached_tokens_to_logits(model, variables) if impl == "cached"
+        else naive_tokens_to_logits(model, variables, max_len))
+  bos = jnp.full((b * num_samples,), tokenizer_lib.BOS_ID, jnp.int32)
+  ids, scores = decoding.temperature_sample(fn, bos, cache, keys, max_len=max_len,
+                                            eos_id=tokenizer_lib.EOS_ID, temperature=temperature,
+                                            pad_id=tokenizer_lib.PAD_ID)
+  return ids.reshape(b, num_samples, max_len), scores.reshape(b, num_samples)

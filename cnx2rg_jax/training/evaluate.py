@@ -157,7 +157,7 @@ def evaluate_split(generator, variables, prepared, split: str, config, tokenizer
   texts = dataset.read_split_texts(prepared, split)
   rows, out = generate_split(generator, variables, prepared, split, config.data, tokenizer,
                              texts=texts, references=config.eval.references)
-  log(f"generated {len(rows)} {split} reports with beam {config.decode.beam_size} in "
+  log(f"generated {len(rows)} {split} reports ({generate.describe(config.decode)}) in "
       f"{time.perf_counter() - start:.1f} s")
   meteor = config.eval.meteor
   results = {"CN-X2RG": metrics_of(rows, labeler, meteor, step)}

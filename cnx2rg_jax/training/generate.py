@@ -2,9 +2,11 @@
 `--mode=predict` and the retrieval baseline share.
 
 `ReportGenerator` runs one jitted program per fixed-size global batch: the eval-mode encoder,
-the keyword head, the pooled image features and the beam search (`models.search`). Short batches
-are padded to the fixed size (one compiled shape), and rows are tracked by an integer index, so
-that every process of a multi-host run can feed its own shard and all of them get every row back.
+the keyword head, the pooled image features and the beam search (`models.search`); with
+`decode.method="mbr"` also `decode.mbr_samples` sampled reports per image, from which
+`evaluation.mbr.Chooser` picks the report on the host. Short batches are padded to the fixed size
+(one compiled shape), and rows are tracked by an integer index, so that every process of a
+multi-host run can feed its own shard and all of them get every row back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from jax.sharding import Mesh
 
 from cnx2rg_jax import config_checks, sharding
 from cnx2rg_jax.data import dataset, pipeline
+from cnx2rg_jax.evaluation import clinical, mbr
 from cnx2rg_jax.models import search
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 
@@ -35,13 +38,35 @@ class Outputs:
   features: np.ndarray  # float32 [N, d_vf]: the ResNet's pooled features
 
 
+DECODE_METHODS = ("beam", "mbr")
+
+
+def describe(decode) -> str:
+  """How reports are chosen, in words: 'beam 3' or 'MBR over 16 samples (T 1.0) and beam 3'."""
+  beam = f"beam {decode.beam_size}"
+  if decode.get("method", "beam") != "mbr":
+    return beam
+  return f"MBR over {decode.mbr_samples} samples (T {decode.mbr_temperature:g}) and {beam}"
+
+
 class ReportGenerator:
-  """Beam search (or features only) over batches of images, data-parallel on `mesh`.
+  """Beam search or MBR (or features only) over batches of images, data-parallel on `mesh`.
 
   `batch_size` is global; it must split evenly over the processes and the mesh's data axis.
+  `chooser` (an `evaluation.mbr.Chooser`) is needed when `decode.method` is "mbr"; `from_config`
+  builds it.
   """
 
-  def __init__(self, model: CNX2RG, mesh: Mesh, decode, batch_size: int):
+  def __init__(self, model: CNX2RG, mesh: Mesh, decode, batch_size: int,
+               chooser: Optional[mbr.Chooser] = None):
+    self.method = decode.get("method", "beam")
+    if self.method not in DECODE_METHODS:
+      raise config_checks.ConfigError(f"decode.method={self.method!r} is not one of "
+                                      f"{DECODE_METHODS}")
+    if self.method == "mbr" and chooser is None:
+      raise ValueError("decode.method='mbr' needs a chooser; build the generator with "
+                       "ReportGenerator.from_config")
+    self.chooser = chooser
     n_data = mesh.shape[sharding.DATA_AXIS]
     if batch_size % (jax.process_count() * n_data):
       raise config_checks.ConfigError(
@@ -54,14 +79,33 @@ class ReportGenerator:
     self._search = jax.jit(self._search_fn)
     self._features = jax.jit(self._features_fn)
 
-  def _search_fn(self, variables, images):
+  @classmethod
+  def from_config(cls, model: CNX2RG, mesh: Mesh, config, tokenizer: Any) -> "ReportGenerator":
+    """The generator `config` asks for (decode section, eval.batch_size; for MBR the labeler
+    named by decode.mbr_utility)."""
+    chooser = None
+    if config.decode.get("method", "beam") == "mbr":
+      labeler = clinical.make_labeler(config.decode.mbr_utility, config.eval.cn_radgraph_dir)
+      chooser = mbr.Chooser(tokenizer, labeler)
+    return cls(model, mesh, config.decode, config.eval.batch_size, chooser)
+
+  def _search_fn(self, variables, images, index):
     memory, keyword_logits, pooled = self.model.apply(variables, images,
                                                       method=CNX2RG.encode_with_features)
     d = self.decode
-    ids, _ = search.search_reports(self.model, variables, memory, beam_size=d.beam_size,
-                                   max_len=d.max_len, length_penalty=d.length_penalty,
-                                   block_trigrams=d.block_trigrams)
-    return ids, jax.nn.sigmoid(keyword_logits), pooled.astype(jnp.float32)
+    ids, scores = search.search_reports(self.model, variables, memory, beam_size=d.beam_size,
+                                        max_len=d.max_len, length_penalty=d.length_penalty,
+                                        block_trigrams=d.block_trigrams)
+    out = {"ids": ids, "probs": jax.nn.sigmoid(keyword_logits),
+           "features": pooled.astype(jnp.float32)}
+    if self.method == "mbr":
+      base = jax.random.PRNGKey(d.mbr_seed)
+      keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.maximum(index, 0))
+      out["sample_ids"], out["sample_scores"] = search.sample_reports(
+          self.model, variables, memory, keys, num_samples=d.mbr_samples, max_len=d.max_len,
+          temperature=d.mbr_temperature)
+      out["scores"] = scores
+    return out
 
   def _features_fn(self, variables, images):
     _, keyword_logits, pooled = self.model.apply(variables, images,
@@ -79,20 +123,25 @@ class ReportGenerator:
     pad = self.local_batch - b
     images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
     index = np.concatenate([np.asarray(index, np.int64), np.full((pad,), -1, np.int64)])
-    batch = sharding.global_batch({"image": images.astype(np.float32)}, self.mesh)
+    batch = sharding.global_batch({"image": images.astype(np.float32),
+                                   "index": index.astype(np.int32)}, self.mesh)
     if with_reports:
-      ids, probs, feats = self._search(variables, batch["image"])
+      out = self._search(variables, batch["image"], batch["index"])
     else:
-      (probs, feats), ids = self._features(variables, batch["image"]), None
-    outs = [index, probs, feats] + ([ids] if ids is not None else [])
+      probs, feats = self._features(variables, batch["image"])
+      out = {"probs": probs, "features": feats}
+    out["index"] = index
     if jax.process_count() > 1:
-      outs = [np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in outs]
+      out = {k: np.asarray(multihost_utils.process_allgather(x, tiled=True))
+             for k, x in out.items()}
     else:
-      outs = [np.asarray(x) for x in outs]
-    keep = outs[0] >= 0
-    index, probs, feats = outs[0][keep], outs[1][keep], outs[2][keep]
-    ids = outs[3][keep] if with_reports else None
-    return index, ids, probs, feats
+      out = {k: np.asarray(x) for k, x in out.items()}
+    keep = out["index"] >= 0
+    out = {k: x[keep] for k, x in out.items()}
+    ids = out.get("ids")
+    if with_reports and self.method == "mbr":
+      ids, _ = self.chooser(out["ids"], out["scores"], out["sample_ids"], out["sample_scores"])
+    return out["index"], ids, out["probs"], out["features"]
 
   def run_stream(self, variables, batches: Iterator[tuple[np.ndarray, np.ndarray]],
                  num_batches: int, with_reports: bool = True) -> Outputs:

@@ -141,7 +141,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
 
 def _validator(config, model, mesh, prepared, tok, writer, log):
   """The function (step, state) -> val metrics that runs every train.eval_every steps."""
-  generator = generate.ReportGenerator(model, mesh, config.decode, config.eval.batch_size)
+  generator = generate.ReportGenerator.from_config(model, mesh, config, tok)
   labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
   val_texts = dataset.read_split_texts(prepared, "val")  # read once, not at every validation
 

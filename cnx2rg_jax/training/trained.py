@@ -61,5 +61,5 @@ def load(config, workdir: str, log: Callable[[str], None] = print) -> TrainedRun
     ckpts.close()
   log(f"loaded checkpoint step {step} ({chosen}) from {workdir}/checkpoints")
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  generator = generate.ReportGenerator(model, mesh, config.decode, config.eval.batch_size)
+  generator = generate.ReportGenerator.from_config(model, mesh, config, tok)
   return TrainedRun(model, mesh, tok, variables, step, chosen, generator)
