@@ -101,6 +101,59 @@ def test_chooser_matches_brute_force_on_random_batches():
     assert ids[i].tolist() == _ids(int(picked))
 
 
+def test_keyword_targets_read_positive_and_uncertain_mentions():
+  from cnx2rg_jax.text import keywords as kw  # pylint: disable=import-outside-toplevel
+  lung, shadow = kw.KEYWORD_KEYS.index("lung"), kw.KEYWORD_KEYS.index("shadow")
+  y, w = mbr.keyword_targets(NORMAL)
+  assert not y.any() and w.all()
+  y, w = mbr.keyword_targets(SHADOWS[0])
+  assert set(np.flatnonzero(y)) == {lung, shadow} and w.all()
+  y, w = mbr.keyword_targets("两肺纹理清晰，右下肺野可疑片状密度增高影。")  # "suspected": uncertain
+  assert not y.any() and set(np.flatnonzero(w == 0)) == {lung, shadow}
+
+
+def test_head_log_likelihood_is_the_weighted_bernoulli_log_pmf():
+  rng = np.random.default_rng(3)
+  for _ in range(50):
+    p = rng.uniform(0, 1, 48)
+    p[:3] = (0.0, 1.0, 0.5)  # clipped, not -inf
+    y = (rng.random(48) < 0.3).astype(float)
+    w = (rng.random(48) < 0.9).astype(float)
+    pc = np.clip(p, mbr.PROB_EPS, 1 - mbr.PROB_EPS)
+    expected = sum(np.log(pc[k] if y[k] else 1 - pc[k]) for k in range(48) if w[k])
+    assert mbr.head_log_likelihood(y, w, p) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("shadow_prob", [0.9, 0.1])
+def test_the_keyword_head_tips_a_borderline_choice(shadow_prob):
+  """6 of 16 samples state a shadow: plain MBR keeps the normal beam report. With lambda 1, a
+  head that sees a shadow (p 0.9) makes the choice a shadow report; one that does not (p 0.1)
+  keeps the normal one. Checked against the definition computed here."""
+  from cnx2rg_jax.text import keywords as kw  # pylint: disable=import-outside-toplevel
+  texts = [NORMAL] + SHADOWS + [EFFUSION]
+  samples = [0] * 10 + [1 + i % 4 for i in range(6)]
+  sample_scores = [-2.0] * 10 + [-3.0 - 0.1 * (i % 4) for i in range(6)]
+  probs = np.full((1, 48), 0.05)
+  probs[0, kw.KEYWORD_KEYS.index("shadow")] = probs[0, kw.KEYWORD_KEYS.index("lung")] = shadow_prob
+  chooser = mbr.Chooser(TextTokenizer(texts), label_report, keyword_weight=1.0)
+  args = (np.array([_ids(0)]), np.array([-1.5]), np.array([[_ids(k) for k in samples]]),
+          np.array([sample_scores]))
+  _, choice = chooser(*args, keyword_probs=probs)
+  cands = [0] + samples
+  pairs = [clinical.pairs_of(label_report, texts[c]) for c in cands]
+  total = []
+  for i, c in enumerate(cands):
+    u = np.mean([mbr.pair_f1(pairs[i], pairs[j]) for j in range(1, 17)])
+    y = np.array([label_report(texts[c]).keywords.get(k) == kw.POSITIVE for k in kw.KEYWORD_KEYS])
+    total.append(u + np.sum(np.log(np.where(y, probs[0], 1 - probs[0]))))
+  scores = [-1.5] + sample_scores
+  expected = max(range(17), key=lambda i: (round(total[i], 9), scores[i], -i))
+  assert choice.tolist() == [expected]
+  assert texts[cands[expected]] == (SHADOWS[0] if shadow_prob == 0.9 else NORMAL)
+  with pytest.raises(ValueError, match="keyword head's probabilities"):
+    chooser(*args)
+
+
 def test_expected_utility_needs_evidence():
   with pytest.raises(ValueError, match="at least one sampled report"):
     mbr.expected_utility([set()], [])
@@ -119,7 +172,7 @@ def small_generator():
   config.data.crop_size, config.decode.max_len, config.data.max_tokens = 32, 12, 12
   config.model.d_model = config.model.d_ff = config.model.rm_d_model = 32
   config.decode.method, config.decode.mbr_samples, config.decode.mbr_seed = "mbr", 4, 7
-  config.decode.mbr_temperature = 1.5
+  config.decode.mbr_temperature, config.decode.mbr_keyword_weight = 1.5, 0.0
   config.eval.batch_size = 4
   vocab = 30
   model = CNX2RG(factory.model_config(config.model, vocab_size=vocab, max_len=12))
@@ -192,17 +245,25 @@ def test_mbr_config_errors():
   for key, value, words in (("method", "sampling", "decode.method"),
                             ("mbr_samples", 0, "decode.mbr_samples"),
                             ("mbr_temperature", 0.0, "decode.mbr_temperature"),
-                            ("mbr_utility", "cn_radgraph", "decode.mbr_utility")):
+                            ("mbr_utility", "cn_radgraph", "decode.mbr_utility"),
+                            ("mbr_keyword_weight", -1.0, "decode.mbr_keyword_weight")):
     config = cnx2rg.get_config("")
     config.decode[key] = value
     with pytest.raises(config_checks.ConfigError, match=words.replace(".", r"\.")):
       config_checks.check(config)
+  config = cnx2rg.get_config("")  # a head weight needs a trained head
+  config.decode.mbr_keyword_weight, config.train.keyword_weight = 1.0, 0.0
+  with pytest.raises(config_checks.ConfigError, match="trained keyword head"):
+    config_checks.check(config)
 
 
 def test_describe_names_the_method():
   from configs import cnx2rg  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.training import generate  # pylint: disable=import-outside-toplevel
-  config = cnx2rg.get_config("")
+  config = cnx2rg.get_config("paper")
   assert generate.describe(config.decode) == "beam 3"
-  config.decode.method = "mbr"
+  config.decode.method, config.decode.mbr_samples = "mbr", 16
   assert generate.describe(config.decode) == "MBR over 16 samples (T 1) and beam 3"
+  config.decode.mbr_keyword_weight = 0.5
+  assert generate.describe(config.decode) == ("MBR over 16 samples (T 1), keyword head weight 0.5"
+                                              " and beam 3")

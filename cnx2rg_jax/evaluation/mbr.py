@@ -10,6 +10,17 @@ what it believes) and returns the candidate with the highest mean utility agains
 
 where pairs() are the (anatomy, lesion) pairs the clinical labeler reads and F1 is one report's
 pair F1 (1 when both have no pair). The candidates are the beam's best report and the S samples.
+
+With `decode.mbr_keyword_weight` lambda > 0 the model's keyword head (the paper's classification
+module, trained on the same images) weighs in too: each candidate gains lambda times the head's
+log-likelihood of the candidate's keyword labels,
+
+  lambda * sum_k w_k [y_k log p_k + (1 - y_k) log(1 - p_k)]
+
+with y_k = 1 when the rule labeler reads keyword k as positive in the candidate, w_k = 0 where
+it reads it as uncertain (as in the keyword loss), p_k the head's probability for the image.
+The head separates borderline findings better than the decoder writes them; the samples supply
+reports that state those findings, and the head picks among them.
 Ties (equal utility, e.g. two wordings of the same findings) go to the higher model log-probability,
 then to the beam's report, then to the earlier sample, so the choice keeps the beam's wording when
 the findings agree. Sampling keys come from the example's index (`models.search.sample_reports`),
@@ -23,6 +34,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cnx2rg_jax.evaluation import clinical
+from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text import keywords as kw
+
+PROB_EPS = 1e-6  # head probabilities are clipped to [eps, 1 - eps] before the log
 
 
 def pair_f1(a: set, b: set) -> float:
@@ -40,6 +55,21 @@ def expected_utility(candidates: Sequence[set], evidence: Sequence[set]) -> np.n
   return np.array([np.mean([pair_f1(c, e) for e in evidence]) for c in candidates], np.float64)
 
 
+def keyword_targets(report: str) -> tuple[np.ndarray, np.ndarray]:
+  """(targets, weights), float64 [48] in KEYWORD_KEYS order: 1 where the rule labeler reads the
+  keyword as positive in `report`; weight 0 where it reads it as uncertain (the keyword loss's
+  convention), else 1."""
+  labels = label_report(report).keywords
+  codes = np.array([labels.get(k, kw.NOT_MENTIONED) for k in kw.KEYWORD_KEYS])
+  return (codes == kw.POSITIVE).astype(np.float64), (codes != kw.UNCERTAIN).astype(np.float64)
+
+
+def head_log_likelihood(targets: np.ndarray, weights: np.ndarray, probs: np.ndarray) -> float:
+  """sum_k w_k [y_k log p_k + (1 - y_k) log(1 - p_k)], p clipped to [PROB_EPS, 1 - PROB_EPS]."""
+  p = np.clip(np.asarray(probs, np.float64), PROB_EPS, 1 - PROB_EPS)
+  return float(np.sum(weights * (targets * np.log(p) + (1 - targets) * np.log(1 - p))))
+
+
 def choose(utilities: np.ndarray, scores: np.ndarray) -> int:
   """Index of the highest utility; ties (to 1e-9) go to the higher score, then the lower index."""
   utilities = np.round(np.asarray(utilities, np.float64), 9)
@@ -51,23 +81,41 @@ def choose(utilities: np.ndarray, scores: np.ndarray) -> int:
 
 class Chooser:
   """Picks each example's report from its beam report and its samples (token ids), reading
-  pairs with `labeler` (any labeler `clinical.pairs_many` accepts)."""
+  pairs with `labeler` (any labeler `clinical.pairs_many` accepts); `keyword_weight` is lambda
+  (0: plain MBR)."""
 
-  def __init__(self, tokenizer: Any, labeler: Callable):
-    self.tokenizer, self.labeler = tokenizer, labeler
+  def __init__(self, tokenizer: Any, labeler: Callable, keyword_weight: float = 0.0):
+    if keyword_weight < 0:
+      raise ValueError(f"keyword_weight must be >= 0, got {keyword_weight}")
+    self.tokenizer, self.labeler, self.keyword_weight = tokenizer, labeler, keyword_weight
 
   def __call__(self, beam_ids: np.ndarray, beam_scores: np.ndarray, sample_ids: np.ndarray,
-               sample_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """beam_ids [N, L], beam_scores [N], sample_ids [N, S, L], sample_scores [N, S] ->
-    (chosen ids [N, L], choice [N] int: 0 for the beam's report, 1 + s for sample s)."""
+               sample_scores: np.ndarray, keyword_probs: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """beam_ids [N, L], beam_scores [N], sample_ids [N, S, L], sample_scores [N, S] and, when
+    keyword_weight > 0, the head's keyword_probs [N, 48] -> (chosen ids [N, L], choice [N] int:
+    0 for the beam's report, 1 + s for sample s)."""
+    if self.keyword_weight > 0 and keyword_probs is None:
+      raise ValueError("a keyword_weight > 0 needs the keyword head's probabilities")
     n, s = sample_ids.shape[:2]
     cand_ids = np.concatenate([beam_ids[:, None], sample_ids], axis=1)  # [N, 1 + S, L]
     cand_scores = np.concatenate([beam_scores[:, None], sample_scores], axis=1)
     texts = [[self.tokenizer.decode(row.tolist()) for row in cands] for cands in cand_ids]
     labeler = clinical.MemoLabeler(self.labeler)  # each distinct text of the batch labelled once
     labeler.label_many([t for row in texts for t in row])
+    memo: dict = {}
+
+    def targets(text):
+      if text not in memo:
+        memo[text] = keyword_targets(text)
+      return memo[text]
+
     choice = np.zeros((n,), np.int64)
     for i in range(n):
       pairs = [labeler(t) for t in texts[i]]
-      choice[i] = choose(expected_utility(pairs, pairs[1:]), cand_scores[i])
+      utility = expected_utility(pairs, pairs[1:])
+      if self.keyword_weight > 0:
+        utility = utility + self.keyword_weight * np.array(
+            [head_log_likelihood(*targets(t), keyword_probs[i]) for t in texts[i]])
+      choice[i] = choose(utility, cand_scores[i])
     return cand_ids[np.arange(n), choice], choice

@@ -42,11 +42,13 @@ DECODE_METHODS = ("beam", "mbr")
 
 
 def describe(decode) -> str:
-  """How reports are chosen, in words: 'beam 3' or 'MBR over 16 samples (T 1.0) and beam 3'."""
+  """How reports are chosen, in words: 'beam 3' or 'MBR over 16 samples (T 1) and beam 3'."""
   beam = f"beam {decode.beam_size}"
   if decode.get("method", "beam") != "mbr":
     return beam
-  return f"MBR over {decode.mbr_samples} samples (T {decode.mbr_temperature:g}) and {beam}"
+  head = (f", keyword head weight {decode.mbr_keyword_weight:g}"
+          if decode.get("mbr_keyword_weight", 0) > 0 else "")
+  return f"MBR over {decode.mbr_samples} samples (T {decode.mbr_temperature:g}){head} and {beam}"
 
 
 class ReportGenerator:
@@ -86,7 +88,7 @@ class ReportGenerator:
     chooser = None
     if config.decode.get("method", "beam") == "mbr":
       labeler = clinical.make_labeler(config.decode.mbr_utility, config.eval.cn_radgraph_dir)
-      chooser = mbr.Chooser(tokenizer, labeler)
+      chooser = mbr.Chooser(tokenizer, labeler, config.decode.mbr_keyword_weight)
     return cls(model, mesh, config.decode, config.eval.batch_size, chooser)
 
   def _search_fn(self, variables, images, index):
@@ -140,7 +142,8 @@ class ReportGenerator:
     out = {k: x[keep] for k, x in out.items()}
     ids = out.get("ids")
     if with_reports and self.method == "mbr":
-      ids, _ = self.chooser(out["ids"], out["scores"], out["sample_ids"], out["sample_scores"])
+      ids, _ = self.chooser(out["ids"], out["scores"], out["sample_ids"], out["sample_scores"],
+                            out["probs"])
     return out["index"], ids, out["probs"], out["features"]
 
   def run_stream(self, variables, batches: Iterator[tuple[np.ndarray, np.ndarray]],
