@@ -248,6 +248,8 @@ def _ablation(c: ml_collections.ConfigDict, name: str) -> None:
   d.oversample.enabled = d.sentence_shuffle = d.graph_augment.enabled = False
   m.num_prompts = 0
   tr.keyword_weight = 0.0
+  # R2Gen's beam, as the recorded ablation ran (results/ablation.json), not the demo's MBR
+  c.decode.method, c.decode.mbr_keyword_weight = "beam", 0.0
   c.eval.baselines = False
   on = ABLATIONS[1:-1] if name == "all" else (name,)
   if "prompt" in on:

@@ -38,6 +38,10 @@ def _set(config, key, value):
 def test_the_shipped_configs_pass():
   config_checks.check(cnx2rg.get_config())
   config_checks.check(cnx2rg.get_config("paper"))
+  for name in cnx2rg.ABLATIONS:  # the ablation decodes with R2Gen's beam, as it was recorded
+    config = cnx2rg.get_config(f"ablation={name}")
+    config_checks.check(config)
+    assert config.decode.method == "beam", name
 
 
 @pytest.mark.parametrize("key,value", BAD_VALUES)
