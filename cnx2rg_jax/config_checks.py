@@ -101,8 +101,7 @@ def check(config) -> None:
       ("decode.method", *_one_of(("beam", "mbr"))), ("decode.mbr_samples", *_POS),
       ("decode.mbr_temperature", *_POS_FLOAT), ("decode.mbr_seed", *_NONNEG),
       ("decode.mbr_utility", *_one_of(clinical.CLINICAL_SCORERS)),
-      ("decode.mbr_keyword_weight", lambda v: v == 0 or (v > 0 and config.train.keyword_weight > 0),
-       "0, or > 0 with a trained keyword head (train.keyword_weight > 0)"),
+      ("decode.mbr_keyword_weight", *_NONNEG),
       ("decode.mbr_utility", lambda v: v != "cn_radgraph" or config.eval.cn_radgraph_dir,
        "'labeler' unless eval.cn_radgraph_dir names a trained CN-RadGraph"),
       ("decode.max_len", lambda v: 1 <= v <= config.data.max_tokens,
@@ -128,6 +127,8 @@ def check(config) -> None:
       ("train.lr_end_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
       ("train.warmup_steps", *_NONNEG), ("train.weight_decay", *_NONNEG),
       ("train.clip_value", *_NONNEG), ("train.keyword_weight", *_NONNEG),
+      ("decode.mbr_keyword_weight", lambda v: v == 0 or config.train.keyword_weight > 0,
+       "0 unless the keyword head is trained (train.keyword_weight > 0)"),
   ]
   if "card" in config:
     rules += [("card.enabled", lambda v: isinstance(v, bool), "true or false"),

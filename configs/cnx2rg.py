@@ -89,7 +89,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   dc.method = "beam"
   dc.mbr_samples = 16  # reports drawn per image (the evidence and candidates)
   dc.mbr_temperature = 1.0  # sampling temperature (1: the model's own distribution)
-  dc.mbr_seed = 0  # sample keys are fold_in(mbr_seed, example index): batch-independent
+  dc.mbr_seed = 0  # sample keys are fold_in(mbr_seed, hash of the image's pixels)
   dc.mbr_utility = "labeler"  # pairs read by "labeler" (rules) | "cn_radgraph" (eval.cn_radgraph_dir)
   # lambda: + lambda x the keyword head's log-likelihood of each candidate's keywords (0 = off;
   # > 0 needs train.keyword_weight > 0)

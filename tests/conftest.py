@@ -39,6 +39,9 @@ def tiny_config(data_dir: str, num_examples: int = 60) -> ml_collections.ConfigD
   c.data.oversample.enabled = False  # plain epochs; the tests of oversampling switch it on
   c.text.min_count = 1
   c.train.batch_size = 4
+  # R2Gen's beam, which most tests re-derive; the demo's MBR has its own (tests/test_mbr.py and
+  # test_eval_mode.py's MBR eval)
+  c.decode.method = "beam"
   return c
 
 

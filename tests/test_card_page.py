@@ -128,8 +128,10 @@ def test_confusion_matches_a_brute_force_count():
   assert [r["count"] for r in rows] == sorted((r["count"] for r in rows), reverse=True)
 
 
-def test_curves_read_back_like_tensorboard(tmp_path):
+def test_curves_read_back_like_tensorboard(tmp_path, monkeypatch):
   from tensorboard.backend.event_processing import event_accumulator as ea  # test-only
+  # The two writers get file ids 9 and 10: their names must still sort in writing order.
+  monkeypatch.setattr(metrics_io, "_WRITER_IDS", itertools.count(9))
   with metrics_io.SummaryWriter(str(tmp_path)) as w:
     for step in (2, 4, 6):
       w.scalars(step, {"train/loss": 3.0 / step, "val/bleu_4": 0.01 * step})

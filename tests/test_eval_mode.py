@@ -114,3 +114,31 @@ def test_eval_without_baselines(trained_run, tmp_path, capsys):
   out = capsys.readouterr().out
   assert "| CN-X2RG |" in out and "most frequent" not in out
   assert not (copy / "eval" / "val_baselines.json").exists()
+
+
+def test_eval_mode_with_mbr_writes_the_generators_choice(trained_run, tmp_path, capsys):
+  """--mode=eval with decode.method='mbr' (the demo's decoding): the log names it, and the
+  written reports are what an MBR generator built from the same config picks (its choice is
+  checked against brute force in tests/test_mbr.py)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.training import generate  # pylint: disable=import-outside-toplevel
+  config, workdir = trained_run
+  config = config.copy_and_resolve_references()
+  config.decode.method, config.decode.mbr_samples, config.decode.mbr_keyword_weight = "mbr", 3, 1.0
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  assert run.main(config, workdir=str(copy), mode="eval", split="val", images=[], output="") == 0
+  assert "(MBR over 3 samples (T 1), keyword head weight 1 and beam 2)" in capsys.readouterr().out
+  rows = reports_io.read_prediction_lines(f"{copy}/eval/val_reports.jsonl")
+  loaded = trained.load(config, str(copy), log=lambda _: None)
+  prepared = dataset.prepare(config.data)
+  batches, steps = generate.split_batches(prepared, "val", config.data, loaded.tokenizer,
+                                          loaded.generator.local_batch)
+  out = loaded.generator.run_stream(loaded.variables, batches, steps)
+  assert [r["prediction"] for r in rows] == generate.decode_texts(loaded.tokenizer, out.token_ids)
+  beam = trained.load(trained_run[0], str(copy), log=lambda _: None)
+  batches, steps = generate.split_batches(prepared, "val", config.data, beam.tokenizer,
+                                          beam.generator.local_batch)
+  beam_out = beam.generator.run_stream(beam.variables, batches, steps)
+  # MBR wrote something else than the beam for some studies (random-ish tiny model, 3 samples)
+  assert (beam_out.token_ids != out.token_ids).any()

@@ -198,16 +198,25 @@ class TokenText:
     return self.texts[n % len(self.texts)]
 
 
+def _pixel_hash(image: np.ndarray) -> int:
+  """image_keys' hash by integer arithmetic: sum of bits(x_i) * (2654435761 i + 1) mod 2**32."""
+  bits = image.astype(np.float32).reshape(-1).view(np.uint32).astype(np.uint64)
+  weights = (np.arange(bits.size, dtype=np.uint64) * 2654435761 + 1) % 2**32
+  return int(np.sum((bits * weights) % 2**32) % 2**32)
+
+
 def test_generator_mbr_equals_a_direct_rederivation(small_generator):
-  """run_batch's MBR reports equal: the beam search and sample_reports called directly with keys
-  fold_in(PRNGKey(mbr_seed), index), then the brute-force MBR pick; and a row's report does not
-  depend on the batch it is in."""
+  """run_batch's MBR reports equal: the beam search and sample_reports called directly with
+  `image_keys`, then the brute-force MBR pick; a row's report does not depend on the batch it is
+  in or its position, and the same pixels give the same report."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.training import generate  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.models import search  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.models.cnx2rg import CNX2RG  # pylint: disable=import-outside-toplevel
   config, model, variables, tok, gen = small_generator
   d = config.decode
   images = np.random.default_rng(0).normal(size=(6, 32, 32, 1)).astype(np.float32)
+  images[5] = images[1]  # the same pixels in another batch, at another position
   index = np.array([3, 11, 5, 0, 8, 2])
   got = {}
   for rows in (slice(0, 4), slice(4, 6)):
@@ -216,7 +225,12 @@ def test_generator_mbr_equals_a_direct_rederivation(small_generator):
   memory, _ = model.apply(variables, jnp.asarray(images), method=CNX2RG.encode)
   beam_ids, beam_scores = search.search_reports(model, variables, memory, beam_size=d.beam_size,
                                                 max_len=d.max_len)
-  keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(d.mbr_seed), int(i)) for i in index])
+  keys = generate.image_keys(d.mbr_seed, jnp.asarray(images))
+  hashes = [_pixel_hash(image) for image in images]
+  assert len(set(hashes[:5])) == 5 and hashes[5] == hashes[1]
+  for r, h in enumerate(hashes):
+    np.testing.assert_array_equal(
+        np.asarray(keys[r]), np.asarray(jax.random.fold_in(jax.random.PRNGKey(d.mbr_seed), h)))
   s_ids, s_scores = search.sample_reports(model, variables, memory, keys, num_samples=4,
                                           max_len=d.max_len, temperature=d.mbr_temperature)
   beam_ids, beam_scores, s_ids, s_scores = map(np.asarray, (beam_ids, beam_scores, s_ids,
@@ -232,6 +246,7 @@ def test_generator_mbr_equals_a_direct_rederivation(small_generator):
     assert got[int(i)] == cands[best], i
     chosen_kinds.add(best == 0)
   assert chosen_kinds == {True, False}  # some rows keep the beam's report, some take a sample
+  assert got[int(index[5])] == got[int(index[1])]  # same pixels, same report
   # Swapping the batch's rows does not change any row's report.
   perm = [2, 0, 3, 1]
   idx, ids, _, _ = gen.run_batch(variables, images[:4][perm], index[:4][perm])
@@ -253,7 +268,7 @@ def test_mbr_config_errors():
       config_checks.check(config)
   config = cnx2rg.get_config("")  # a head weight needs a trained head
   config.decode.mbr_keyword_weight, config.train.keyword_weight = 1.0, 0.0
-  with pytest.raises(config_checks.ConfigError, match="trained keyword head"):
+  with pytest.raises(config_checks.ConfigError, match="keyword head is trained"):
     config_checks.check(config)
 
 

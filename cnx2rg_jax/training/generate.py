@@ -51,6 +51,18 @@ def describe(decode) -> str:
   return f"MBR over {decode.mbr_samples} samples (T {decode.mbr_temperature:g}){head} and {beam}"
 
 
+def image_keys(seed: int, images: jax.Array) -> jax.Array:
+  """One sampling key per image, fold_in(PRNGKey(seed), a 32-bit hash of its pixels' bits): MBR's
+  samples, so its report, depend on the image alone, not on its batch, its position or the
+  number of processes; the same pixels give the same report."""
+  bits = jax.lax.bitcast_convert_type(images.astype(jnp.float32), jnp.uint32)
+  bits = bits.reshape(bits.shape[0], -1)
+  weights = jnp.arange(bits.shape[1], dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+  hashes = jnp.sum(bits * weights, axis=1, dtype=jnp.uint32)  # wraps modulo 2**32
+  base = jax.random.PRNGKey(seed)
+  return jax.vmap(lambda h: jax.random.fold_in(base, h))(hashes)
+
+
 class ReportGenerator:
   """Beam search or MBR (or features only) over batches of images, data-parallel on `mesh`.
 
@@ -91,7 +103,7 @@ class ReportGenerator:
       chooser = mbr.Chooser(tokenizer, labeler, config.decode.mbr_keyword_weight)
     return cls(model, mesh, config.decode, config.eval.batch_size, chooser)
 
-  def _search_fn(self, variables, images, index):
+  def _search_fn(self, variables, images):
     memory, keyword_logits, pooled = self.model.apply(variables, images,
                                                       method=CNX2RG.encode_with_features)
     d = self.decode
@@ -101,8 +113,7 @@ class ReportGenerator:
     out = {"ids": ids, "probs": jax.nn.sigmoid(keyword_logits),
            "features": pooled.astype(jnp.float32)}
     if self.method == "mbr":
-      base = jax.random.PRNGKey(d.mbr_seed)
-      keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.maximum(index, 0))
+      keys = image_keys(d.mbr_seed, images)
       out["sample_ids"], out["sample_scores"] = search.sample_reports(
           self.model, variables, memory, keys, num_samples=d.mbr_samples, max_len=d.max_len,
           temperature=d.mbr_temperature)
@@ -125,10 +136,9 @@ class ReportGenerator:
     pad = self.local_batch - b
     images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
     index = np.concatenate([np.asarray(index, np.int64), np.full((pad,), -1, np.int64)])
-    batch = sharding.global_batch({"image": images.astype(np.float32),
-                                   "index": index.astype(np.int32)}, self.mesh)
+    batch = sharding.global_batch({"image": images.astype(np.float32)}, self.mesh)
     if with_reports:
-      out = self._search(variables, batch["image"], batch["index"])
+      out = self._search(variables, batch["image"])
     else:
       probs, feats = self._features(variables, batch["image"])
       out = {"probs": probs, "features": feats}

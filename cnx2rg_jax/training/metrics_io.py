@@ -51,7 +51,8 @@ class SummaryWriter:
     self._event_pb2 = event_pb2
     self._summary_pb2 = summary_pb2
     record_writer.directory_check(self.logdir)
-    suffix = f".{os.getpid()}.{next(_WRITER_IDS)}"
+    # zero-padded: TensorBoard reads a run's files in name order, and ".10" sorts before ".9"
+    suffix = f".{os.getpid()}.{next(_WRITER_IDS):06d}"
     # EventsWriter names the file events.out.tfevents.<time>.<host><suffix> and writes the
     # file_version header event.
     self._writer = event_file_writer.EventsWriter(
