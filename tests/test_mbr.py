@@ -65,7 +65,8 @@ def _ids(k, length=4):
 def test_chooser_aggregates_wordings_where_the_mode_does_not(num_shadow):
   """16 samples: 16 - num_shadow copies of the normal report (the most frequent single text, and
   the beam's) and num_shadow shadow reports spread over four wordings. Beam search's mode keeps
-  the normal report; MBR writes the shadow when most samples hold one (10 of 16), not when few do."""
+  the normal report; MBR writes the shadow when most samples hold one (10 of 16), not when few
+  do (6 of 16)."""
   texts = [NORMAL] + SHADOWS + [EFFUSION]
   samples = [0] * (16 - num_shadow) + [1 + i % 4 for i in range(num_shadow)]
   sample_scores = [-2.0] * (16 - num_shadow) + [-3.0 - 0.1 * (i % 4) for i in range(num_shadow)]
