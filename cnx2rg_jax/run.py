@@ -46,7 +46,7 @@ def prepare_data(config, workdir: str) -> str:
   verb = f"built in {prepared.build_seconds:.1f} s" if prepared.built_now else "reused"
   lines = [
       f"Dataset cncxr/{prepared.builder.builder_config.name} {verb} at {prepared.builder.data_dir}",
-      f"  splits: " + ", ".join(f"{s} {n}" for s, n in counts.items())
+      "  splits: " + ", ".join(f"{s} {n}" for s, n in counts.items())
       + (f"  ({skipped} bad entries skipped, ids in dataset metadata)" if skipped else ""),
       f"  tokenizer: {config.text.tokenizer}, {tok.vocab_size} tokens -> {workdir}/tokenizer",
       f"  example report: {train_texts.reports[0]}",

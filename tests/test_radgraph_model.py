@@ -1,7 +1,6 @@
 """The CN-RadGraph network, its training, its saved model, and its use as the clinical labeler."""
 
 import json
-import pathlib
 
 import jax
 import numpy as np

@@ -98,7 +98,7 @@ class Chooser:
     0 for the beam's report, 1 + s for sample s)."""
     if self.keyword_weight > 0 and keyword_probs is None:
       raise ValueError("a keyword_weight > 0 needs the keyword head's probabilities")
-    n, s = sample_ids.shape[:2]
+    n = sample_ids.shape[0]
     cand_ids = np.concatenate([beam_ids[:, None], sample_ids], axis=1)  # [N, 1 + S, L]
     cand_scores = np.concatenate([beam_scores[:, None], sample_scores], axis=1)
     texts = [[self.tokenizer.decode(row.tolist()) for row in cands] for cands in cand_ids]
