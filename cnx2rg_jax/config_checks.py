@@ -19,7 +19,7 @@ from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
 from cnx2rg_jax.text import pkuseg_segmenter, word_vocab
-from cnx2rg_jax.training import evaluate, optimizer
+from cnx2rg_jax.training import evaluate, generate, optimizer
 
 # Keys that must equal the workdir's config.json to resume or evaluate the run there.
 RUN_KEYS = ("model", "text", "data.name", "data.manual_dir", "data.num_examples",
@@ -98,7 +98,7 @@ def check(config) -> None:
       ("model.visual_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
       ("model.dtype", *_one_of(model_config.DTYPES)),
       ("decode.beam_size", *_POS),
-      ("decode.method", *_one_of(("beam", "mbr"))), ("decode.mbr_samples", *_POS),
+      ("decode.method", *_one_of(generate.DECODE_METHODS)), ("decode.mbr_samples", *_POS),
       ("decode.mbr_temperature", *_POS_FLOAT), ("decode.mbr_seed", *_NONNEG),
       ("decode.mbr_utility", *_one_of(clinical.CLINICAL_SCORERS)),
       ("decode.mbr_keyword_weight", *_NONNEG),

@@ -105,11 +105,12 @@ def test_chooser_matches_brute_force_on_random_batches():
 def test_keyword_targets_read_positive_and_uncertain_mentions():
   from cnx2rg_jax.text import keywords as kw  # pylint: disable=import-outside-toplevel
   lung, shadow = kw.KEYWORD_KEYS.index("lung"), kw.KEYWORD_KEYS.index("shadow")
-  y, w = mbr.keyword_targets(NORMAL)
+  y, w = mbr.keyword_targets(label_report(NORMAL).keywords)
   assert not y.any() and w.all()
-  y, w = mbr.keyword_targets(SHADOWS[0])
+  y, w = mbr.keyword_targets(label_report(SHADOWS[0]).keywords)
   assert set(np.flatnonzero(y)) == {lung, shadow} and w.all()
-  y, w = mbr.keyword_targets("两肺纹理清晰，右下肺野可疑片状密度增高影。")  # "suspected": uncertain
+  y, w = mbr.keyword_targets(label_report("两肺纹理清晰，右下肺野可疑片状密度增高影。").keywords)
+  # "可疑", suspected: uncertain
   assert not y.any() and set(np.flatnonzero(w == 0)) == {lung, shadow}
 
 

@@ -56,12 +56,11 @@ def expected_utility(candidates: Sequence[set], evidence: Sequence[set]) -> np.n
   return np.array([np.mean([pair_f1(c, e) for e in evidence]) for c in candidates], np.float64)
 
 
-def keyword_targets(report: str) -> tuple[np.ndarray, np.ndarray]:
-  """(targets, weights), float64 [48] in KEYWORD_KEYS order: 1 where the rule labeler reads the
-  keyword as positive in `report`; weight 0 where it reads it as uncertain (the keyword loss's
-  convention), else 1."""
-  labels = label_report(report).keywords
-  codes = np.array([labels.get(k, kw.NOT_MENTIONED) for k in kw.KEYWORD_KEYS])
+def keyword_targets(keywords: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(targets, weights), float64 [48] in KEYWORD_KEYS order, from a report's rule-labeler
+  keywords (`label_report(report).keywords`): 1 where a keyword is positive; weight 0 where it
+  is uncertain (the keyword loss's convention), else 1."""
+  codes = np.array([keywords.get(k, kw.NOT_MENTIONED) for k in kw.KEYWORD_KEYS])
   return (codes == kw.POSITIVE).astype(np.float64), (codes != kw.UNCERTAIN).astype(np.float64)
 
 
@@ -102,21 +101,21 @@ class Chooser:
     cand_ids = np.concatenate([beam_ids[:, None], sample_ids], axis=1)  # [N, 1 + S, L]
     cand_scores = np.concatenate([beam_scores[:, None], sample_scores], axis=1)
     texts = [[self.tokenizer.decode(row.tolist()) for row in cands] for cands in cand_ids]
-    labeler = clinical.MemoLabeler(self.labeler)  # each distinct text of the batch labelled once
-    labeler.label_many([t for row in texts for t in row])
-    memo: dict = {}
-
-    def targets(text):
-      if text not in memo:
-        memo[text] = keyword_targets(text)
-      return memo[text]
-
+    distinct = list(dict.fromkeys(t for row in texts for t in row))
+    # Each distinct text of the batch is read once: by the rule labeler when the head needs its
+    # keywords or it is the utility's labeler too, by the utility's labeler otherwise.
+    rule_is_utility = self.labeler is label_report
+    rule = ({t: label_report(t) for t in distinct}
+            if self.keyword_weight > 0 or rule_is_utility else {})
+    labeler = clinical.MemoLabeler(rule.__getitem__ if rule_is_utility else self.labeler)
+    labeler.label_many(distinct)
+    targets = {t: keyword_targets(labels.keywords) for t, labels in rule.items()}
     choice = np.zeros((n,), np.int64)
     for i in range(n):
       pairs = [labeler(t) for t in texts[i]]
       utility = expected_utility(pairs, pairs[1:])
       if self.keyword_weight > 0:
         utility = utility + self.keyword_weight * np.array(
-            [head_log_likelihood(*targets(t), keyword_probs[i]) for t in texts[i]])
+            [head_log_likelihood(*targets[t], keyword_probs[i]) for t in texts[i]])
       choice[i] = choose(utility, cand_scores[i])
     return cand_ids[np.arange(n), choice], choice

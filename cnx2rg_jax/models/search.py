@@ -61,6 +61,14 @@ def initial_cache(model: CNX2RG, variables, memory, impl: str, max_len: int):
   raise ValueError(f"unknown decode impl {impl!r}; choose one of {IMPLS}")
 
 
+def _start(model: CNX2RG, variables, memory, impl: str, max_len: int):
+  """(tokens_to_logits, initial cache, bos ids) of a search from encoder memory [B, N, d]."""
+  cache = initial_cache(model, variables, memory, impl, max_len)
+  fn = (cached_tokens_to_logits(model, variables) if impl == "cached"
+        else naive_tokens_to_logits(model, variables, max_len))
+  return fn, cache, jnp.full((memory.shape[0],), tokenizer_lib.BOS_ID, jnp.int32)
+
+
 def search_reports(model: CNX2RG, variables, memory, *, impl: str = "cached", beam_size: int = 3,
                    max_len: int = 100, length_penalty: float = 0.0, block_trigrams: bool = False,
                    min_len: int = 0):
@@ -70,10 +78,7 @@ def search_reports(model: CNX2RG, variables, memory, *, impl: str = "cached", be
   Returns (ids int32 [B, max_len] of the best beam: tokens after bos, eos, then pad; scores [B]).
   Jit it with the keyword arguments static.
   """
-  cache = initial_cache(model, variables, memory, impl, max_len)
-  fn = (cached_tokens_to_logits(model, variables) if impl == "cached"
-        else naive_tokens_to_logits(model, variables, max_len))
-  bos = jnp.full((memory.shape[0],), tokenizer_lib.BOS_ID, jnp.int32)
+  fn, cache, bos = _start(model, variables, memory, impl, max_len)
   if beam_size == 1:
     return decoding.greedy_search(fn, bos, cache, max_len=max_len, eos_id=tokenizer_lib.EOS_ID,
                                   pad_id=tokenizer_lib.PAD_ID)
@@ -98,10 +103,7 @@ def sample_reports(model: CNX2RG, variables, memory, row_keys, *, num_samples: i
   keys = jax.vmap(lambda k: jax.vmap(lambda s: jax.random.fold_in(k, s))(
       jnp.arange(num_samples)))(row_keys)
   keys = keys.reshape((b * num_samples,) + keys.shape[2:])
-  cache = initial_cache(model, variables, memory, impl, max_len)
-  fn = (cached_tokens_to_logits(model, variables) if impl == "cached"
-        else naive_tokens_to_logits(model, variables, max_len))
-  bos = jnp.full((b * num_samples,), tokenizer_lib.BOS_ID, jnp.int32)
+  fn, cache, bos = _start(model, variables, memory, impl, max_len)
   ids, scores = decoding.temperature_sample(fn, bos, cache, keys, max_len=max_len,
                                             eos_id=tokenizer_lib.EOS_ID, temperature=temperature,
                                             pad_id=tokenizer_lib.PAD_ID)
