@@ -31,6 +31,8 @@ LOCAL_KEYS = ("text.pkuseg_model",)
 CONFIG_FILE = "config.json"
 # RUN_KEYS added after runs were saved: a config.json without one was made with this value.
 ADDED_RUN_KEYS = {"model.prompt_encoder": "", "model.prompt_encoder_image_size": 224,
+                  "model.architecture": "r2gen", "model.cmm_size": 2048, "model.cmm_dim": 512,
+                  "model.cmn_topk": 32,
                   "text.segmenter": "jieba"}
 
 
@@ -73,8 +75,10 @@ _POS_FLOAT = (lambda v: v > 0, "> 0")
 def check(config) -> None:
   """Raises ConfigError for the first unusable value of a configs/cnx2rg.py config."""
   rules = [
-      ("variant", lambda v: v in ("demo", "paper") or v.startswith(("ablation=", "r2gen:")),
-       "'demo', 'paper', 'ablation=NAME' or 'r2gen:DATASET' (configs/r2gen.py)"),
+      ("variant", lambda v: v in ("demo", "paper", "cmn", "cmn_demo")
+       or v.startswith(("ablation=", "r2gen:", "r2gen_cmn:")),
+       "'demo', 'paper', 'cmn', 'cmn_demo', 'ablation=NAME', 'r2gen:DATASET' (configs/r2gen.py) "
+       "or 'r2gen_cmn:DATASET' (configs/r2gen_cmn.py)"),
       ("data.name", *_one_of(("synthetic", "release"))),
       ("data.num_examples", lambda v: v >= 10, "at least 10 (each split needs examples)"),
       ("data.image_size", lambda v: v >= 32, "at least 32 pixels"),
@@ -97,6 +101,12 @@ def check(config) -> None:
       ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
       ("model.visual_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
       ("model.dtype", *_one_of(model_config.DTYPES)),
+      ("model.architecture", *_one_of(model_config.ARCHITECTURES)),
+      ("model.cmm_dim", lambda v: config.model.architecture != "cmn" or v == config.model.d_model,
+       f"model.d_model ({config.model.d_model}) when model.architecture='cmn'"),
+      ("model.cmm_size", *_POS),
+      ("model.cmn_topk", lambda v: 1 <= v <= config.model.cmm_size,
+       f"between 1 and model.cmm_size ({config.model.cmm_size})"),
       ("decode.beam_size", *_POS),
       ("decode.method", *_one_of(generate.DECODE_METHODS)), ("decode.mbr_samples", *_POS),
       ("decode.mbr_temperature", *_POS_FLOAT), ("decode.mbr_seed", *_NONNEG),
@@ -127,6 +137,8 @@ def check(config) -> None:
       ("train.lr_end_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
       ("train.warmup_steps", *_NONNEG), ("train.weight_decay", *_NONNEG),
       ("train.clip_value", *_NONNEG), ("train.keyword_weight", *_NONNEG),
+      ("train.adam_b1", lambda v: 0 <= v < 1, "in [0, 1)"),
+      ("train.adam_b2", lambda v: 0 <= v < 1, "in [0, 1)"), ("train.adam_eps", *_POS_FLOAT),
       ("decode.mbr_keyword_weight", lambda v: v == 0 or config.train.keyword_weight > 0,
        "0 unless the keyword head is trained (train.keyword_weight > 0)"),
   ]

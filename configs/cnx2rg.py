@@ -73,6 +73,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.num_decoder_layers = 3
   m.dropout = 0.1
   m.visual_dropout = 0.5  # on the embedded visual tokens (R2Gen's drop_prob_lm)
+  # "r2gen": R2Gen's relational memory + MCLN (CN-X2RG) | "cmn": R2GenCMN's cross-modal memory
+  m.architecture = "r2gen"
+  m.cmm_size = 2048  # "cmn": rows of the memory matrix (R2GenCMN: 2048)
+  m.cmm_dim = 512  # "cmn": their width, = d_model (R2GenCMN: 512)
+  m.cmn_topk = 32  # "cmn": memory rows each query attends to (R2GenCMN: 32)
   m.rm_num_slots = 3
   m.rm_num_heads = 8
   m.rm_d_model = 512
@@ -140,6 +145,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   tr.weight_decay = 5e-5  # torch Adam's L2 weight decay
   tr.clip_value = 0.1  # gradient clip by value (0 = off)
   tr.amsgrad = True
+  tr.adam_b1, tr.adam_b2 = 0.9, 0.999  # torch Adam's betas (R2Gen's; R2GenCMN: 0.9, 0.98)
+  tr.adam_eps = 1e-8  # torch Adam's eps (R2Gen's; R2GenCMN: 1e-9)
   tr.keyword_weight = 0.0  # lambda of the keyword BCE (the paper's auxiliary loss; 0 = off)
 
   c.bench = b = ml_collections.ConfigDict()
@@ -159,9 +166,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     _shrink_for_cpu(c)
   elif variant.startswith("ablation="):
     _ablation(c, variant.removeprefix("ablation="))
+  elif variant == "cmn":
+    _paper(c)
+    cmn_baseline(c)
+  elif variant == "cmn_demo":
+    _ablation(c, "r2gen")
+    cmn_baseline(c)
   else:
-    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo), 'paper' "
-                     f"or 'ablation=NAME' with NAME one of {', '.join(ABLATIONS)}")
+    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo), 'paper', "
+                     f"'cmn', 'cmn_demo' or 'ablation=NAME' with NAME one of {', '.join(ABLATIONS)}")
   return c
 
 
@@ -262,3 +275,27 @@ def _ablation(c: ml_collections.ConfigDict, name: str) -> None:
     d.sentence_shuffle = True
   if "oversample" in on:
     d.oversample.enabled = True
+
+
+def cmn_baseline(c: ml_collections.ConfigDict) -> None:
+  """R2GenCMN (model.architecture="cmn") on the config's data and scale, with the paper's
+  additions off: `:cmn` at the paper's dims on a release, `:cmn_demo` at the ablation's demo
+  dims (beside `:ablation=r2gen` in `python -m cnx2rg_jax.ablation --compare`). The memory is
+  R2GenCMN's (2048 x d_model rows, top 32) and so is the optimizer of its main.py: Adam betas
+  (0.9, 0.98), eps 1e-9, AMSGrad, no gradient clipping; at the paper scale also its lr 5e-5 /
+  7e-4 and StepLR 50 epochs x 0.1. The demo keeps the demo's learning rates and schedule, so that
+  only the model and Adam's betas/eps differ from `:ablation=r2gen`. The keyword head stays
+  switchable: --config.train.keyword_weight=1."""
+  d, m, tr = c.data, c.model, c.train
+  m.architecture = "cmn"
+  m.cmm_dim = m.d_model
+  m.num_prompts = m.prompt_feature_dim = 0
+  m.prompt_encoder = ""
+  d.oversample.enabled = d.sentence_shuffle = d.graph_augment.enabled = False
+  tr.keyword_weight = 0.0
+  c.decode.method, c.decode.mbr_keyword_weight = "beam", 0.0
+  tr.adam_b1, tr.adam_b2, tr.adam_eps = 0.9, 0.98, 1e-9
+  tr.amsgrad, tr.clip_value = True, 0.0
+  if c.variant == "cmn":
+    tr.lr_visual, tr.lr_rest = 5e-5, 7e-4
+    tr.lr_step_epochs, tr.lr_gamma = 50, 0.1

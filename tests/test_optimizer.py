@@ -25,7 +25,7 @@ UPDATE_TOL = dict(rtol=1e-5, atol=1e-10)
 def _config(**overrides) -> ml_collections.ConfigDict:
   c = dict(lr_visual=5e-5, lr_rest=1e-4, lr_schedule="step", lr_step_epochs=1, lr_gamma=0.8,
            lr_end_fraction=0.0, warmup_steps=0, num_steps=STEPS, weight_decay=5e-5,
-           clip_value=0.1, amsgrad=True)
+           clip_value=0.1, amsgrad=True, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8)
   c.update(overrides)
   return ml_collections.ConfigDict(c)
 
@@ -65,7 +65,8 @@ def _run_torch(tr, params, grads):
                          params)
   opt = torch.optim.Adam([{"params": jax.tree.leaves(tensors["visual"]), "lr": tr.lr_visual},
                           {"params": jax.tree.leaves(tensors["transformer"]), "lr": tr.lr_rest}],
-                         weight_decay=tr.weight_decay, amsgrad=tr.amsgrad)
+                         weight_decay=tr.weight_decay, amsgrad=tr.amsgrad,
+                         betas=(tr.adam_b1, tr.adam_b2), eps=tr.adam_eps)
   sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tr.lr_step_epochs, gamma=tr.lr_gamma)
   leaves, treedef = jax.tree.flatten(tensors)
   trace, updates, lrs = [], [], {"visual": [], "rest": []}
@@ -90,9 +91,10 @@ def _run_torch(tr, params, grads):
 
 
 @functools.lru_cache
-def _both(amsgrad, clip_value, weight_decay):
+def _both(amsgrad, clip_value, weight_decay, betas=(0.9, 0.999), eps=1e-8):
   """(optax, torch) runs of `_problem()` under `_config(...)`."""
-  tr = _config(amsgrad=amsgrad, clip_value=clip_value, weight_decay=weight_decay)
+  tr = _config(amsgrad=amsgrad, clip_value=clip_value, weight_decay=weight_decay,
+               adam_b1=betas[0], adam_b2=betas[1], adam_eps=eps)
   params, grads = _problem()
   tx, schedules = optimizer.make_optimizer(tr, STEPS_PER_EPOCH)
   lrs = {k: np.asarray(s(jnp.arange(STEPS))) for k, s in schedules.items()}
@@ -108,9 +110,10 @@ def _assert_close(actual, expected, tol, what):
 
 @pytest.mark.parametrize("amsgrad", [True, False])
 @pytest.mark.parametrize("clip_value,weight_decay", [(0.1, 5e-5), (0.0, 0.0)])
-def test_matches_torch(amsgrad, clip_value, weight_decay):
+@pytest.mark.parametrize("betas,eps", [((0.9, 0.999), 1e-8), ((0.9, 0.98), 1e-9)])  # R2Gen, R2GenCMN
+def test_matches_torch(amsgrad, clip_value, weight_decay, betas, eps):
   (params, updates, lrs), (want_params, want_updates, want_lrs) = _both(
-      amsgrad, clip_value, weight_decay)
+      amsgrad, clip_value, weight_decay, betas, eps)
   if clip_value:
     assert max(np.abs(g).max() for g in jax.tree.leaves(_problem()[1])) > clip_value
   _assert_close(params, want_params, PARAM_TOL, "params")

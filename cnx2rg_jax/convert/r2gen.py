@@ -192,6 +192,10 @@ def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, work
   ann = read_annotation(annotation)
   tokenizer, rows = build_tokenizer([e["report"] for e in ann["train"]], dataset, threshold)
   sd, meta = read_checkpoint(checkpoint, allow_pickle)
+  if "encoder_decoder.memory_matrix" in sd:  # R2GenCMN's cross-modal memory
+    raise ConversionError(f"{checkpoint} is an R2GenCMN checkpoint (it has "
+                          "encoder_decoder.memory_matrix), not an R2Gen one; convert it with "
+                          "python -m cnx2rg_jax.convert.r2gen_cmn")
   dims = infer_dims(sd, num_heads, rm_num_heads)
   lut = embedding_rows(sd)
   r2gen_size = int(rows.max()) + 1  # R2Gen's vocab_size + 1 (row 0)

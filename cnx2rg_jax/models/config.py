@@ -10,6 +10,7 @@ import jax.numpy as jnp
 RESNET_FEATURES = {18: 512, 34: 512, 50: 2048, 101: 2048}
 TORCHVISION_WIDTH = 64
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ARCHITECTURES = ("r2gen", "cmn")  # model.architecture (models/factory.py maps each to its module)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,13 @@ class ModelConfig:
   num_decoder_layers: int = 3
   dropout: float = 0.1
   visual_dropout: float = 0.5  # after att_embed on the visual tokens (R2Gen's drop_prob_lm)
+  # Which encoder-decoder: "r2gen" (R2Gen's relational memory and MCLN, CN-X2RG's) or "cmn"
+  # (R2GenCMN's cross-modal memory, models/cmn.py); models/factory.py maps the name to the module.
+  architecture: str = "r2gen"
+  # R2GenCMN's memory: cmm_size rows of cmm_dim (= d_model); each query keeps its cmn_topk best rows.
+  cmm_size: int = 2048
+  cmm_dim: int = 512
+  cmn_topk: int = 32
   # Relational memory.
   rm_num_slots: int = 3
   rm_num_heads: int = 8

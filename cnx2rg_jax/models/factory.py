@@ -7,8 +7,12 @@ import dataclasses
 import jax
 import numpy as np
 
+from cnx2rg_jax.models.cmn import CMNModel
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.models.config import ModelConfig
+
+# model.architecture -> the module: both share CNX2RG's entry points (CMNModel subclasses it).
+ARCHITECTURES = {"r2gen": CNX2RG, "cmn": CMNModel}
 
 
 def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig:
@@ -18,14 +22,24 @@ def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig
   unknown = set(values) - fields
   if unknown:
     raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(fields)}")
-  return ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
+  mcfg = ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
+  if mcfg.architecture not in ARCHITECTURES:
+    raise ValueError(f"model.architecture={mcfg.architecture!r}; choose one of "
+                     f"{sorted(ARCHITECTURES)}")
+  return mcfg
+
+
+def model_of(mcfg: ModelConfig, **kwargs) -> CNX2RG:
+  """The module of `mcfg.architecture` (CNX2RG or CMNModel) with `kwargs` (e.g. image_normalization)."""
+  return ARCHITECTURES[mcfg.architecture](mcfg, **kwargs)
 
 
 def build_model(config, vocab_size: int) -> CNX2RG:
-  """The CN-X2RG of a whole config (`config.model` dims, `config.data.max_tokens` positions,
-  `config.data.normalization` for the frozen prompt encoder's input)."""
-  return CNX2RG(model_config(config.model, vocab_size=vocab_size, max_len=config.data.max_tokens),
-                image_normalization=config.data.normalization)
+  """The model of a whole config (`config.model` dims and architecture, `config.data.max_tokens`
+  positions, `config.data.normalization` for the frozen prompt encoder's input)."""
+  return model_of(model_config(config.model, vocab_size=vocab_size,
+                               max_len=config.data.max_tokens),
+                  image_normalization=config.data.normalization)
 
 
 def random_variables(model: CNX2RG, image_size: int, seed: int = 0):

@@ -6,7 +6,8 @@ at 0.1 before each step. Here:
 
     clip(train.clip_value)                      torch's clip_grad_value_, before the step
     -> add_decayed_weights(train.weight_decay)  torch Adam's weight_decay adds wd * p to the grad
-    -> scale_by_torch_adam(amsgrad=...)         torch Adam's direction (train.amsgrad switches)
+    -> scale_by_torch_adam(amsgrad=...)         torch Adam's direction (train.amsgrad switches;
+                                                betas train.adam_b1/b2, eps train.adam_eps)
     -> scale_by_learning_rate(schedule)         one schedule per group, optax.multi_transform
 
 Groups: 'visual' is the ResNet (params['visual']); 'rest' is everything else (prompt fusion,
@@ -134,7 +135,8 @@ def schedule(peak: float, tr, steps_per_epoch: int) -> optax.Schedule:
 
 
 def _group(lr: optax.Schedule, tr) -> optax.GradientTransformation:
-  scale = scale_by_torch_adam(amsgrad=bool(tr.amsgrad))
+  scale = scale_by_torch_adam(b1=tr.adam_b1, b2=tr.adam_b2, eps=tr.adam_eps,
+                              amsgrad=bool(tr.amsgrad))
   parts = []
   if tr.weight_decay:
     parts.append(optax.add_decayed_weights(tr.weight_decay))
