@@ -58,6 +58,9 @@ def read_devset(path: str) -> list[dict]:
       if not isinstance(obj, dict) or not all(k in obj for k in ("id", "report", "keywords",
                                                                   "pairs")):
         raise DevsetError(f"{where} must be an object with id, report, keywords and pairs")
+      if (not isinstance(obj["report"], str) or not isinstance(obj["keywords"], dict)
+          or not isinstance(obj["pairs"], list)):
+        raise DevsetError(f"{where}: report must be a string, keywords an object, pairs a list")
       if obj["id"] in seen:
         raise DevsetError(f"{where} repeats id {obj['id']!r}")
       seen.add(obj["id"])
@@ -67,7 +70,8 @@ def read_devset(path: str) -> list[dict]:
                             "keyword with a value of 1, 0 or -1")
       pairs = []
       for p in obj["pairs"]:
-        if (len(p) != 2 or p[0] not in kw.ANATOMY_KEYS or p[1] not in kw.LESION_KEYS):
+        if (not isinstance(p, list) or len(p) != 2 or p[0] not in kw.ANATOMY_KEYS
+            or p[1] not in kw.LESION_KEYS):
           raise DevsetError(f"{where}: pair {p!r} is not [anatomy keyword, lesion keyword]")
         pairs.append(tuple(p))
       rows.append({"id": obj["id"], "report": obj["report"], "keywords": obj["keywords"],

@@ -12,6 +12,7 @@ can be a dense int8 array: POSITIVE, NEGATED, UNCERTAIN, and NOT_MENTIONED for "
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 POSITIVE = 1
 NEGATED = 0
@@ -113,14 +114,17 @@ def keyword(key: str) -> Keyword:
     raise KeyError(f"unknown keyword {key!r}; known: {', '.join(KEYWORD_KEYS)}") from None
 
 
-def find_terms(text: str) -> list[tuple[int, int, str]]:
+def find_terms(text: str, lexicon: Optional["Lexicon"] = None) -> list[tuple[int, int, str]]:
   """Lexicon terms in `text`: the non-overlapping spans that cover the most characters, and
   among those the fewest (so the longest) terms.
 
   Returns (start, end, keyword_key) spans in order. "主动脉结" is read as aortic_knot (not aorta),
   "无肺纹理" as no_lung_texture (not a negated texture), "心影" as heart, and "右侧第5肋骨折" as
   肋 + 骨折 (rib, fracture), where a greedy longest match would take 肋骨 and lose the fracture.
+  `lexicon` (default: Table 1's terms, `LEXICON`) lets the labeler read with more surface forms.
   """
+  by_first_char = (lexicon or LEXICON).by_first_char
+  term_to_key = (lexicon or LEXICON).term_to_key
   n = len(text)
   # best[i] = (characters covered, -terms used) of the best reading of text[i:]; choice[i] the
   # term taken at i (None: skip the character).
@@ -128,7 +132,7 @@ def find_terms(text: str) -> list[tuple[int, int, str]]:
   choice: list = [None] * (n + 1)
   for i in range(n - 1, -1, -1):
     best[i], choice[i] = best[i + 1], None
-    for term in _TERMS_BY_FIRST_CHAR.get(text[i], ()):
+    for term in by_first_char.get(text[i], ()):
       if text.startswith(term, i):
         covered, neg_terms = best[i + len(term)]
         candidate = (covered + len(term), neg_terms - 1)
@@ -140,12 +144,24 @@ def find_terms(text: str) -> list[tuple[int, int, str]]:
     if term is None:
       i += 1
     else:
-      found.append((i, i + len(term), TERM_TO_KEY[term]))
+      found.append((i, i + len(term), term_to_key[term]))
       i += len(term)
   return found
 
 
-_TERMS_BY_FIRST_CHAR: dict[str, tuple[str, ...]] = {}
-for _term in TERMS_LONGEST_FIRST:
-  _TERMS_BY_FIRST_CHAR[_term[0]] = _TERMS_BY_FIRST_CHAR.get(_term[0], ()) + (_term,)
-del _term
+@dataclasses.dataclass(frozen=True)
+class Lexicon:
+  """Surface forms -> keyword keys, indexed by first character (longest first) for `find_terms`."""
+
+  term_to_key: dict
+  by_first_char: dict
+
+  @classmethod
+  def of(cls, term_to_key: dict) -> "Lexicon":
+    by_first_char: dict[str, tuple[str, ...]] = {}
+    for term in sorted(term_to_key, key=lambda t: (-len(t), t)):
+      by_first_char[term[0]] = by_first_char.get(term[0], ()) + (term,)
+    return cls(dict(term_to_key), by_first_char)
+
+
+LEXICON = Lexicon.of(TERM_TO_KEY)
