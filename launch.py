@@ -28,6 +28,7 @@ _CARD = flags.DEFINE_bool(
 _CARD_DIR = flags.DEFINE_string(
     "card_dir", "", "Folder for the report card of --mode=eval or --mode=predict instead of the "
     "default; implies --card.")
+_JSON = flags.DEFINE_bool("json", False, "--mode=table1: print the keyword counts as JSON.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: HOST:PORT of process 0, or 'auto' to let JAX read "
     "a cluster's variables (SLURM and Open MPI tasks are detected without it).")
@@ -60,7 +61,7 @@ def main(argv):
     return 2
   return run.main(config, workdir=_WORKDIR.value, mode=_MODE.value, split=_SPLIT.value,
                   images=_IMAGES.value, output=_OUTPUT.value, card=_CARD.value,
-                  card_dir=_CARD_DIR.value, config_name=_config_name())
+                  card_dir=_CARD_DIR.value, config_name=_config_name(), as_json=_JSON.value)
 
 
 def _config_name() -> str:

@@ -20,6 +20,7 @@ from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
 from cnx2rg_jax.text import pkuseg_segmenter, word_vocab
 from cnx2rg_jax.training import evaluate, generate, optimizer
+from tfds_cncxr import annotate
 
 # Keys that must equal the workdir's config.json to resume or evaluate the run there.
 RUN_KEYS = ("model", "text", "data.name", "data.manual_dir", "data.num_examples",
@@ -88,6 +89,12 @@ def check(config) -> None:
       ("data.max_tokens", lambda v: v >= 3, "at least 3 (bos, one token, eos)"),
       ("data.num_workers", *_NONNEG), ("data.num_shards", *_POS),
       ("data.graph_augment.probability", lambda v: 0 <= v <= 1, "in [0, 1]"),
+      ("data.annotate", *_one_of(("auto",) + annotate.ANNOTATORS)),
+      ("data.annotate", lambda v: v in ("auto", "none") or config.data.language == "zh",
+       f"'auto' or 'none' with data.language={config.data.language!r}: the rule labeler and "
+       "CN-RadGraph read Chinese only (give 'keywords'/'entities' in the annotation instead)"),
+      ("data.cn_radgraph_dir", lambda v: v or config.data.annotate != "cn_radgraph",
+       "the workdir of a trained CN-RadGraph when data.annotate='cn_radgraph'"),
       ("text.tokenizer", *_one_of(("word", "sentencepiece"))),
       ("text.min_count", *_POS), ("text.vocab_size", lambda v: v >= 8, "at least 8"),
       ("text.segmenter", *_one_of(word_vocab.SEGMENTERS)),

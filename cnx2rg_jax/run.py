@@ -8,14 +8,15 @@ import sys
 
 from cnx2rg_jax import bench, config_checks, predict, sharding
 from cnx2rg_jax.card import build as card_build
-from cnx2rg_jax.data import bench as data_bench, dataset, vocabulary
+from cnx2rg_jax.data import bench as data_bench, dataset, keyword_table, vocabulary
 from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.radgraph import annotations, extractor as radgraph_extractor
+from cnx2rg_jax.radgraph import annotations, annotator as radgraph_annotator
+from cnx2rg_jax.radgraph import extractor as radgraph_extractor
 from cnx2rg_jax.radgraph import train as radgraph_train
 from cnx2rg_jax.training import bench_train, checkpoints, evaluate, loop, trained
 from tfds_cncxr import release
 
-MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train")
+MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train", "table1")
 
 # Errors that mean "the input is wrong", shown as one paragraph instead of a traceback.
 USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.ReleaseFormatError,
@@ -38,7 +39,8 @@ def unknown_key_message(argv, error: Exception) -> str:
 
 def prepare_data(config, workdir: str) -> str:
   """Builds (or reuses) the dataset and the run's tokenizer; returns a summary paragraph."""
-  prepared = dataset.prepare(config.data, dataset.num_views(config))
+  prepared = dataset.prepare(config.data, dataset.num_views(config),
+                             make_annotator=radgraph_annotator.make)
   train_texts = dataset.read_split_texts(prepared, "train")
   tok = vocabulary.tokenizer_for_run(config.text, prepared, workdir, train_texts)
   counts = {s: prepared.num_examples(s) for s in dataset.SPLITS}
@@ -75,7 +77,8 @@ def evaluate_run(config, workdir: str, split: str, card: bool = False, card_dir:
   table and writes DIR/eval/; with `card`, also the report card (DIR/eval/<split>_card/, or
   `card_dir`)."""
   run = trained.load(config, workdir)
-  prepared = dataset.prepare(config.data, dataset.num_views(config))
+  prepared = dataset.prepare(config.data, dataset.num_views(config),
+                             make_annotator=radgraph_annotator.make)
   if split not in prepared.builder.info.splits:
     raise config_checks.ConfigError(f"--split={split} is not a split of this dataset; use one "
                                     f"of {', '.join(prepared.builder.info.splits)}")
@@ -111,9 +114,11 @@ def train_then_test(config, workdir: str, config_name: str = "") -> int:
 
 
 def main(config, *, workdir: str, mode: str, split: str, images, output: str,
-         card: bool = False, card_dir: str = "", config_name: str = "") -> int:
+         card: bool = False, card_dir: str = "", config_name: str = "",
+         as_json: bool = False) -> int:
   """Runs `mode`. `card` (or a `card_dir`) makes --mode=eval and --mode=predict write the
-  report card; `config_name` (the --config flag's value) is shown on it."""
+  report card; `config_name` (the --config flag's value) is shown on it; `as_json` makes
+  --mode=table1 print JSON."""
   card = card or bool(card_dir)
   logging.getLogger("absl").setLevel(logging.WARNING)
   try:
@@ -135,6 +140,12 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str,
     config_checks.check(config)
     if mode == "bench_train":
       print(json.dumps(bench_train.bench_train(config)))
+      return 0
+    if mode == "table1":
+      prepared = dataset.prepare(config.data, dataset.num_views(config),
+                                 make_annotator=radgraph_annotator.make)
+      counts = keyword_table.keyword_counts(prepared)
+      print(json.dumps(counts, ensure_ascii=False) if as_json else keyword_table.table(counts))
       return 0
     if mode == "train":
       return train_then_test(config, workdir, config_name)

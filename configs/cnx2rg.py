@@ -28,6 +28,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.language = "zh"  # release reports: "zh" | "en" (R2Gen-format IU X-Ray / MIMIC-CXR)
   d.english_style = "mimic_cxr"  # R2Gen's English cleaning: "iu_xray" | "mimic_cxr"
   d.skip_bad_examples = False  # release: skip broken entries (recorded) instead of failing
+  # What labels a release's entries that the annotation gives no keyword labels / graph, at build
+  # time (tfds_cncxr/annotate.py; given ones always win): "auto" (the rule labeler for Chinese,
+  # none for English) | "labeler" | "cn_radgraph" (the extractor trained in data.cn_radgraph_dir)
+  # | "none" (unlabelled: the keyword loss skips such reports)
+  d.annotate = "auto"
+  d.cn_radgraph_dir = ""  # data.annotate="cn_radgraph": workdir of a trained CN-RadGraph
   d.split_seed = 0  # release without splits: seed of the 7:1:2 split
   d.num_shards = 4  # array_record shards per split
   d.build_workers = 2  # processes rendering synthetic images

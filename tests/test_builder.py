@@ -187,6 +187,13 @@ def test_release_carries_entity_annotations(tmp_path):
   np.testing.assert_array_equal(ex["entities"]["start"], [0, 4])
   assert [k.decode() for k in ex["entities"]["keyword"]] == ["chest", "effusion"]
   np.testing.assert_array_equal(ex["relations"]["head"], [1])
+  # An entry without a graph gets the rule labeler's (tests/test_plain_release.py checks what
+  # it holds), unless the build annotates nothing.
+  other = next(src[i] for i in range(len(src)) if src[i]["id"] == b"p001")
+  assert bool(other["has_graph"]) and len(other["entities"]["start"]) > 0
+  plain = _build(_release(tmp_path, mutate=annotate), tmp_path / "tfds_none",
+                 tfds_cncxr.release_config(annotate_with="none"))
+  src = plain.as_data_source("train")
   other = next(src[i] for i in range(len(src)) if src[i]["id"] == b"p001")
   assert not bool(other["has_graph"]) and len(other["entities"]["start"]) == 0
 

@@ -13,17 +13,28 @@ from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import steps
 
 
-def test_keyword_bce_matches_numpy_and_leaves_uncertain_out():
+def test_keyword_bce_matches_numpy_and_leaves_uncertain_and_unlabelled_out():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(5, 48)) * 3
   labels = rng.choice([kw.POSITIVE, kw.NEGATED, kw.UNCERTAIN, kw.NOT_MENTIONED], (5, 48))
+  has = np.array([True, False, True, True, False])
   y = (labels == kw.POSITIVE).astype(np.float64)
   p = 1 / (1 + np.exp(-logits))
   bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-  keep = labels != kw.UNCERTAIN
+  keep = (labels != kw.UNCERTAIN) & has[:, None]
   expected = bce[keep].mean()
-  got = steps.keyword_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.int8))
+  got = steps.keyword_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.int8),
+                           jnp.asarray(has))
   assert float(got) == pytest.approx(expected, rel=1e-5)
+  # An unlabelled report adds nothing, whatever its codes say.
+  other = labels.copy()
+  other[~has] = kw.POSITIVE
+  again = steps.keyword_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(other, jnp.int8),
+                             jnp.asarray(has))
+  assert float(again) == float(got)
+  none = steps.keyword_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.int8),
+                            jnp.zeros((5,), bool))
+  assert float(none) == 0.0
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.7])
@@ -37,7 +48,8 @@ def test_total_loss_and_the_heads_gradient(weight):
   batch = {"image": jnp.asarray(rng.normal(size=(2, 32, 32, 1)), jnp.float32),
            "report_tokens": jnp.asarray(rng.integers(1, 30, (2, 10)), jnp.int32),
            "report_mask": jnp.ones((2, 10), jnp.int32),
-           "keyword_labels": jnp.asarray(rng.choice([-2, -1, 0, 1], (2, 48)), jnp.int8)}
+           "keyword_labels": jnp.asarray(rng.choice([-2, -1, 0, 1], (2, 48)), jnp.int8),
+           "has_keyword_labels": jnp.ones((2,), bool)}
   loss = steps.loss_fn(model, weight)
   key = jax.random.key(0)
   (total, (aux, _)), grads = jax.value_and_grad(loss, has_aux=True)(

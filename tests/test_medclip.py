@@ -253,7 +253,8 @@ def _batch(rng, b=2, s=32, t=10):
   tokens[:, 0] = 1
   return {"image": rng.normal(size=(b, s, s, 1)).astype(np.float32), "report_tokens": tokens,
           "report_mask": np.ones((b, t), np.int32),
-          "keyword_labels": rng.choice([-1, 0, 1], (b, 48)).astype(np.int8)}
+          "keyword_labels": rng.choice([-1, 0, 1], (b, 48)).astype(np.int8),
+          "has_keyword_labels": np.ones((b,), bool)}
 
 
 def test_frozen_encoder_is_loaded_and_never_updated(tmp_path):

@@ -1,4 +1,4 @@
 """The `cncxr` TFDS dataset: importing this package registers the builder with TFDS."""
 
 from tfds_cncxr.cncxr import (  # noqa: F401
-    Cncxr, CncxrConfig, image_keys, release_config, synthetic_config)
+    Cncxr, CncxrConfig, default_annotator, image_keys, release_config, synthetic_config)

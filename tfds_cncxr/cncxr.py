@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from typing import Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -23,7 +24,7 @@ from tensorflow_datasets.core.utils import shard_utils
 
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
-from tfds_cncxr import release
+from tfds_cncxr import annotate, release
 from tfds_cncxr.synthetic import generate as synthetic
 
 SOURCES = ("synthetic", "release")
@@ -57,6 +58,11 @@ class CncxrConfig(tfds.core.BuilderConfig):
   num_views: images stored a study (release only). 1 stores the first listed image as "image";
     V > 1 (R2Gen's IU X-Ray model: 2) also stores the next V - 1 listed images as "image_1" ..
     "image_{V-1}" (`image_keys`), and an entry listing fewer than V images is a bad example.
+  annotate: what makes keyword labels and graphs for release entries without them
+    (tfds_cncxr/annotate.py): "labeler" (the rule labeler; Chinese releases' default),
+    "cn_radgraph" (a trained extractor, handed to the builder) or "none" (English releases).
+  annotator_id: with "cn_radgraph", the model's fingerprint (annotate.model_fingerprint), so
+    that builds made by different models never share a name.
   """
 
   source: str = "synthetic"
@@ -68,6 +74,8 @@ class CncxrConfig(tfds.core.BuilderConfig):
   skip_bad_examples: bool = False
   split_seed: int = 0
   num_views: int = 1
+  annotate: str = "none"
+  annotator_id: str = ""
 
   def __post_init__(self):
     for field, allowed in (("source", SOURCES), ("language", LANGUAGES),
@@ -78,6 +86,16 @@ class CncxrConfig(tfds.core.BuilderConfig):
     if not 1 <= self.num_views <= MAX_VIEWS or (self.source == "synthetic" and self.num_views != 1):
       raise ValueError(f"CncxrConfig {self.name!r}: num_views={self.num_views}; a release stores "
                        f"1 to {MAX_VIEWS} views a study, the synthetic set 1")
+    if self.annotate not in annotate.ANNOTATORS:
+      raise ValueError(f"CncxrConfig {self.name!r}: annotate={self.annotate!r}; choose one of "
+                       f"{annotate.ANNOTATORS}")
+    if self.annotate != "none" and (self.source != "release" or self.language != "zh"):
+      raise ValueError(f"CncxrConfig {self.name!r}: annotate={self.annotate!r}, but only a "
+                       "Chinese release is annotated (the labeler and CN-RadGraph read Chinese; "
+                       "the synthetic set's labels are exact); use annotate='none'")
+    if (self.annotate == "cn_radgraph") != bool(self.annotator_id):
+      raise ValueError(f"CncxrConfig {self.name!r}: annotator_id={self.annotator_id!r} must be "
+                       "the model fingerprint exactly when annotate='cn_radgraph'")
     if self.num_examples < 10:
       raise ValueError(f"CncxrConfig {self.name!r}: num_examples={self.num_examples} is too small "
                        "for a 7:1:2 split; use at least 10")
@@ -110,19 +128,32 @@ def synthetic_config(num_examples: int = DEFAULT_SYNTHETIC_EXAMPLES, seed: int =
       description=f"Synthetic CN-CXR, {num_examples} studies, seed {seed}.")
 
 
+def default_annotator(language: str) -> str:
+  """The annotator of a release in `language` unless another is asked for: the rule labeler
+  for Chinese, none for English (the labeler's lexicon is Chinese)."""
+  return "labeler" if language == "zh" else "none"
+
+
 def release_config(language: str = "zh", english_style: str = "mimic_cxr",
                    skip_bad_examples: bool = False, split_seed: int = 0,
-                   num_views: int = 1) -> CncxrConfig:
-  """A release config whose name encodes its parameters."""
+                   num_views: int = 1, annotate_with: Optional[str] = None,
+                   annotator_id: str = "") -> CncxrConfig:
+  """A release config whose name encodes its parameters; `annotate_with` is an
+  annotate.ANNOTATORS name (None: `default_annotator(language)`)."""
+  annotate_with = annotate_with or default_annotator(language)
   name = "release"
   if (language, english_style, skip_bad_examples, split_seed) != ("zh", "mimic_cxr", False, 0):
     name = (f"release_{language}" + (f"_{english_style}" if language == "en" else "")
             + ("_skipbad" if skip_bad_examples else "") + f"_split{split_seed}")
   if num_views != 1:  # one-view names are unchanged, so their earlier builds are reused
     name += f"_views{num_views}"
+  if annotate_with != default_annotator(language):
+    name += f"_annot{annotate_with.replace('_', '')}" + (
+        f"{annotator_id[:12]}" if annotator_id else "")
   return _REGISTERED.get(name) or CncxrConfig(name=name, source="release", language=language,
                      english_style=english_style, skip_bad_examples=skip_bad_examples,
-                     split_seed=split_seed, num_views=num_views,
+                     split_seed=split_seed, num_views=num_views, annotate=annotate_with,
+                     annotator_id=annotator_id,
                      description="A CN-CXR release read from manual_dir.")
 
 
@@ -143,8 +174,11 @@ class _ShardedDownloadConfig(tfds.download.DownloadConfig):
 class Cncxr(tfds.core.GeneratorBasedBuilder):
   """CN-CXR: Chinese chest X-ray images and reports (Tang, Pei et al. 2023), or a synthetic twin."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release: release folders and the synthetic set."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release: release folders and the synthetic set.",
+                   "1.1.0": "Release entries without keyword labels or graphs get them from the "
+                            "config's annotator (tfds_cncxr/annotate.py); metadata['annotation'] "
+                            "counts their sources per split."}
   BUILDER_CONFIGS = [release_config(), synthetic_config()]
   _REGISTERED.update((c.name, c) for c in BUILDER_CONFIGS)
   DEFAULT_CONFIG_NAME = "synthetic"
@@ -155,11 +189,15 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
   sex, age, keywords {key: 1|0|-1}, entities [{start, end, label}], relations [{head, tail, label}].
   """
 
-  def __init__(self, *, file_format=None, num_workers: int = 2, **kwargs):
-    """`num_workers`: processes that render synthetic images (0 renders inline)."""
+  def __init__(self, *, file_format=None, num_workers: int = 2,
+               annotator: Optional[annotate.Annotator] = None, **kwargs):
+    """`num_workers`: processes that render synthetic images (0 renders inline). `annotator`:
+    the config's annotator when it is "cn_radgraph" (an annotate.GraphAnnotator over the model
+    whose fingerprint the config names); the rule labeler needs none."""
     # array_record is what makes the build random-access for grain; it is the only format we write.
     super().__init__(file_format=file_format or "array_record", **kwargs)
     self._num_workers = num_workers
+    self._annotator = annotator
 
   def download_and_prepare(self, *, download_config=None, **kwargs):
     """TFDS's download_and_prepare, writing each split in `download_config.num_shards` shards
@@ -208,13 +246,36 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
                                "skipped": [], "num_skipped": 0})
     if cfg.source == "synthetic":
       splits = synthetic.split_indices(cfg.num_examples, cfg.seed)
+      self.info.metadata["annotation"] = {
+          "annotator": "none", "annotator_id": "",
+          "splits": {name: {**annotate.empty_counts(), "labels_given": len(idx),
+                            "graphs_given": len(idx)} for name, idx in splits.items()}}
       return {name: self._generate_examples(idx) for name, idx in splits.items()}
     entries, skipped = release.read_annotation(
         dl_manager.manual_dir, skip_bad_examples=cfg.skip_bad_examples,
         split_seed=cfg.split_seed, num_views=cfg.num_views)
     self._record_skipped(skipped)
-    return {name: self._generate_examples(split_entries)
+    annotator = self._release_annotator()
+    # Counted as examples are written (an entry skipped for a bad image is not counted).
+    self.info.metadata["annotation"] = {
+        "annotator": cfg.annotate, "annotator_id": cfg.annotator_id,
+        "splits": {name: annotate.empty_counts() for name in entries}}
+    return {name: self._generate_examples(annotate.annotate_entries(split_entries, annotator))
             for name, split_entries in entries.items()}
+
+  def _release_annotator(self) -> Optional[annotate.Annotator]:
+    cfg = self.builder_config
+    if cfg.annotate == "labeler":
+      return annotate.RuleAnnotator()
+    if cfg.annotate == "cn_radgraph":
+      given = self._annotator
+      if given is None or getattr(given, "fingerprint", None) != cfg.annotator_id:
+        raise ValueError(f"cncxr/{cfg.name}: annotate='cn_radgraph' needs the builder's "
+                         "`annotator` argument, an annotate.GraphAnnotator over the model whose "
+                         f"fingerprint is {cfg.annotator_id[:12]}...; got "
+                         f"{getattr(given, 'fingerprint', given)!r}")
+      return given
+    return None
 
   def _record_skipped(self, skipped: list[dict]) -> None:
     meta = self.info.metadata
@@ -247,6 +308,9 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
         continue
       labels = entry.keyword_labels
       entities = [_with_keyword(e, entry.report) for e in (entry.entities or [])]
+      counts = self.info.metadata["annotation"]["splits"][entry.split]
+      counts[f"labels_{entry.label_source}"] += 1
+      counts[f"graphs_{entry.graph_source}"] += 1
       yield entry.id, {
           "id": entry.id,
           **dict(zip(image_keys(cfg.num_views), images)),

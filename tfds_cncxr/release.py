@@ -79,6 +79,10 @@ class ReleaseEntry:
   relations: Optional[list[dict]]  # [{"head", "tail", "label"}]
   # Every listed view, resolved, in annotation order; image_paths[0] == image_path.
   image_paths: tuple[pathlib.Path, ...] = ()
+  # Where keyword_labels and the graph came from: "given" (annotation.json), "made" (by the
+  # build's annotator, tfds_cncxr/annotate.py) or "none".
+  label_source: str = "given"
+  graph_source: str = "given"
 
 
 def _load_json(manual_dir: pathlib.Path) -> Any:

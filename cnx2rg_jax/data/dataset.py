@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 import time
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -13,6 +15,7 @@ import tensorflow_datasets as tfds
 import tfds_cncxr
 from cnx2rg_jax import distributed
 from cnx2rg_jax.data import graph_augment, transforms
+from tfds_cncxr import annotate
 
 SPLITS = ("train", "val", "test")
 
@@ -32,11 +35,41 @@ def builder_config(data, num_views: int = 1) -> tfds_cncxr.CncxrConfig:
     return tfds_cncxr.synthetic_config(num_examples=data.num_examples, seed=data.synthetic_seed,
                                        image_size=data.synthetic_image_size)
   if data.name == "release":
+    annotator = annotator_name(data)
+    fingerprint = ""
+    if annotator == "cn_radgraph":
+      try:
+        fingerprint = annotate.model_fingerprint(data.cn_radgraph_dir)
+      except FileNotFoundError as e:
+        raise DataConfigError(f"data.annotate='cn_radgraph': {e}") from None
     return tfds_cncxr.release_config(language=data.language, english_style=data.english_style,
                                      skip_bad_examples=data.skip_bad_examples,
-                                     split_seed=data.split_seed, num_views=num_views)
+                                     split_seed=data.split_seed, num_views=num_views,
+                                     annotate_with=annotator, annotator_id=fingerprint)
   raise DataConfigError(f"data.name={data.name!r} is not a dataset; use 'synthetic' (the embedded "
                         "synthetic CN-CXR) or 'release' with data.manual_dir=<folder>")
+
+
+def annotator_name(data) -> str:
+  """What annotates a release's unlabelled entries: data.annotate, with "auto" the language's
+  default (the rule labeler for Chinese, none for English). DataConfigError for an annotator
+  of English text, or for "cn_radgraph" without data.cn_radgraph_dir."""
+  if data.annotate == "auto":
+    return tfds_cncxr.default_annotator(data.language)
+  if data.annotate not in annotate.ANNOTATORS:
+    raise DataConfigError(f"data.annotate={data.annotate!r} is not an annotator; use 'auto', "
+                          + ", ".join(repr(a) for a in annotate.ANNOTATORS))
+  if data.annotate != "none" and data.language != "zh":
+    raise DataConfigError(
+        f"data.annotate={data.annotate!r} with data.language={data.language!r}: the rule labeler "
+        "and CN-RadGraph read Chinese reports only, and labelling English text with the Chinese "
+        "lexicon would store every keyword as 'not mentioned'. Use data.annotate='none' (or "
+        "'auto'), and give 'keywords' (and 'entities') in the annotation for what needs them")
+  if data.annotate == "cn_radgraph" and not data.cn_radgraph_dir:
+    raise DataConfigError("data.annotate='cn_radgraph' needs data.cn_radgraph_dir, the workdir of "
+                          "a trained CN-RadGraph (python launch.py --config=configs/cn_radgraph.py "
+                          "--workdir=DIR)")
+  return data.annotate
 
 
 def num_views(config) -> int:
@@ -81,9 +114,13 @@ class PreparedDataset:
         key: tfds.decode.SkipDecoding() for key in tfds_cncxr.image_keys(self.num_views)})
 
 
-def prepare(data, num_views: int = 1) -> PreparedDataset:
+def prepare(data, num_views: int = 1,
+            make_annotator: Optional[Callable[[str], annotate.Annotator]] = None
+            ) -> PreparedDataset:
   """Builds the dataset `config.data` names, or reuses an existing build of the same config.
-  `num_views` (config.model.num_views) > 1 stores that many images a study."""
+  `num_views` (config.model.num_views) > 1 stores that many images a study. With
+  data.annotate='cn_radgraph', `make_annotator(data.cn_radgraph_dir)` gives the annotator
+  (radgraph.annotator.make; called only when the build is made)."""
   cfg = builder_config(data, num_views)
   manual_dir = None
   if data.name == "release":
@@ -100,6 +137,13 @@ def prepare(data, num_views: int = 1) -> PreparedDataset:
                                num_workers=data.build_workers)
     already = builder.is_prepared()
     if not already:
+      if cfg.annotate == "cn_radgraph":
+        if make_annotator is None:
+          raise DataConfigError("data.annotate='cn_radgraph' is not available in this mode; "
+                                "build the dataset with --mode=train first, or use 'labeler'")
+        builder = tfds_cncxr.Cncxr(config=cfg, data_dir=data_dir(data),
+                                   num_workers=data.build_workers,
+                                   annotator=make_annotator(data.cn_radgraph_dir))
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
           manual_dir=str(manual_dir) if manual_dir else None, num_shards=data.num_shards))
     return builder, already
@@ -108,8 +152,23 @@ def prepare(data, num_views: int = 1) -> PreparedDataset:
   # Several processes: process 0 builds; the others reuse its files, or build their own copy
   # where their data_dir is not shared.
   builder, already = distributed.first_then_others(build, f"dataset {cfg.name}")
-  return PreparedDataset(builder, built_now=not already,
-                         build_seconds=time.perf_counter() - start)
+  prepared = PreparedDataset(builder, built_now=not already,
+                             build_seconds=time.perf_counter() - start)
+  logging.info("cncxr/%s: %s", cfg.name, annotation_summary(prepared))
+  return prepared
+
+
+def annotation_summary(prepared: "PreparedDataset") -> str:
+  """One line on where the build's keyword labels and graphs came from, per split."""
+  meta = prepared.builder.info.metadata.get("annotation")
+  if meta is None:
+    return "keyword labels and graphs: not recorded (a build older than version 1.1.0)"
+  parts = []
+  for split, c in meta["splits"].items():
+    parts.append(f"{split}: labels {c['labels_given']} given, {c['labels_made']} made, "
+                 f"{c['labels_none']} none; graphs {c['graphs_given']} given, "
+                 f"{c['graphs_made']} made, {c['graphs_none']} none")
+  return f"annotator {meta['annotator']!r}; " + "; ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,9 +52,13 @@ def epoch_indices(data, split_texts: SplitTexts | None, seed: int) -> np.ndarray
   if not data.oversample.enabled:
     return None
   if split_texts is None or not split_texts.has_keyword_labels.all():
-    raise ValueError("data.oversample.enabled needs keyword labels on every training report; "
-                     "this build has reports without them. Turn oversampling off "
-                     "(--config.data.oversample.enabled=False) or add 'keywords' to the annotation")
+    missing = 0 if split_texts is None else int((~split_texts.has_keyword_labels).sum())
+    raise DataConfigError(
+        "data.oversample.enabled needs keyword labels on every training report; "
+        f"{missing or 'some'} of this build's training reports have none (data.annotate="
+        f"{data.annotate!r}). Let the build label them (data.annotate='labeler', a Chinese "
+        "release's default, or 'cn_radgraph'), add 'keywords' to the annotation, or turn "
+        "oversampling off (--config.data.oversample.enabled=False)")
   plan = oversampling.plan_oversampling(
       split_texts.keyword_labels, min_count=data.oversample.min_count,
       max_rate=data.oversample.max_rate, max_samples=data.oversample.max_samples, seed=seed)
@@ -80,14 +84,16 @@ def phrase_bank(data, prepared: PreparedDataset, split_texts: SplitTexts | None
     return None
   if prepared.report_cleaner != "zh":
     raise DataConfigError("data.graph_augment.enabled needs Chinese reports with CN-RadGraph "
-                          f"graphs; this build's reports are {prepared.language!r}. Turn it off "
+                          f"graphs; this build's reports are {prepared.language!r}, which no "
+                          "annotator reads (data.annotate). Turn it off "
                           "(--config.data.graph_augment.enabled=False)")
   texts = split_texts if split_texts is not None else read_split_texts(prepared, "train")
   if not any(g is not None for g in texts.graphs):
     raise DataConfigError("data.graph_augment.enabled needs CN-RadGraph graphs ('entities' and "
-                          "'relations') on training reports; this build has none. Turn it off "
-                          "(--config.data.graph_augment.enabled=False) or add graphs to the "
-                          "annotation")
+                          "'relations') on training reports; this build has none (data.annotate="
+                          f"{data.annotate!r}). Let the build make them (data.annotate='labeler', "
+                          "a Chinese release's default, or 'cn_radgraph'), add graphs to the "
+                          "annotation, or turn it off (--config.data.graph_augment.enabled=False)")
   return graph_augment.PhraseBank.from_split(texts)
 
 

@@ -155,6 +155,7 @@ class ExampleTransform:
         "report_tokens": tokens,
         "report_mask": mask,
         "keyword_labels": np.asarray(record["keyword_labels"], np.int8),
+        "has_keyword_labels": np.bool_(record["has_keyword_labels"]),
         "id": as_text(record["id"]),
         "report": report,
     }

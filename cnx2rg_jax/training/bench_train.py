@@ -73,7 +73,8 @@ def _random_batch(rng: np.random.Generator, image_shape: tuple, tokens: int, voc
   return {"image": rng.normal(size=image_shape).astype(np.float32),
           "report_tokens": rng.integers(4, vocab, size=(batch, tokens)).astype(np.int32),
           "report_mask": np.ones((batch, tokens), np.int32),
-          "keyword_labels": rng.integers(-1, 2, size=(batch, 48)).astype(np.int8)}
+          "keyword_labels": rng.integers(-1, 2, size=(batch, 48)).astype(np.int8),
+          "has_keyword_labels": np.ones((batch,), bool)}
 
 
 def time_config(config, vocab_size: int, num_steps: int, warmup: int,
@@ -90,7 +91,8 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int,
                                             strategy=config.mesh.strategy)
   shapes = {"image": model.config.image_shape(batch_size, crop),
             "report_tokens": (batch_size, tokens),
-            "report_mask": (batch_size, tokens), "keyword_labels": (batch_size, 48)}
+            "report_mask": (batch_size, tokens), "keyword_labels": (batch_size, 48),
+            "has_keyword_labels": (batch_size,)}
   step = steps.make_train_step(model, tx, mesh, shardings, shapes,
                                keyword_weight=max(config.train.keyword_weight, 0.1),
                                dropout_seed=config.seed, lr_fn=schedules["rest"])

@@ -24,6 +24,7 @@ import jax
 from cnx2rg_jax import config_checks, distributed, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory, prompt_encoder
+from cnx2rg_jax.radgraph import annotator as radgraph_annotator
 from cnx2rg_jax.training import checkpoints as ckpt_lib
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.training import evaluate, generate, metrics_io, optimizer
@@ -56,8 +57,18 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   """Trains (or resumes) the run in `workdir` up to train.num_steps."""
   tr = config.train
   workdir_path = pathlib.Path(workdir)
-  prepared = dataset.prepare(config.data, dataset.num_views(config))
+  prepared = dataset.prepare(config.data, dataset.num_views(config),
+                             make_annotator=radgraph_annotator.make)
+  log(f"dataset cncxr/{prepared.builder.builder_config.name}: "
+      f"{dataset.annotation_summary(prepared)}")
   train_texts = dataset.read_split_texts(prepared, "train")
+  if tr.keyword_weight > 0 and not train_texts.has_keyword_labels.any():
+    raise config_checks.ConfigError(
+        f"train.keyword_weight={tr.keyword_weight} trains the keyword head, but no training "
+        f"report of this build has keyword labels (data.annotate={config.data.annotate!r}, "
+        f"data.language={config.data.language!r}). Label a Chinese release at build time "
+        "(data.annotate='labeler' or 'cn_radgraph'), give 'keywords' in the annotation, or set "
+        "train.keyword_weight=0")
   tok = vocabulary.tokenizer_for_run(config.text, prepared, workdir, train_texts)
   mesh = sharding.mesh_from_config(config.mesh)
   global_bs, local_bs = _global_batch_size(tr)
@@ -97,7 +108,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
     start = 0
     state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(config.seed))
   shapes = {"image": (global_bs, image, image, 1), "report_tokens": (global_bs, num_tokens + 1),
-            "report_mask": (global_bs, num_tokens + 1), "keyword_labels": (global_bs, 48)}
+            "report_mask": (global_bs, num_tokens + 1), "keyword_labels": (global_bs, 48),
+            "has_keyword_labels": (global_bs,)}
   step_fn = steps.make_train_step(model, tx, mesh, shardings, shapes,
                                   keyword_weight=tr.keyword_weight, dropout_seed=config.seed + 1,
                                   lr_fn=schedules["rest"])

@@ -4,7 +4,9 @@ Loss = masked token cross-entropy (R2Gen's: the logits at positions 0..T-2 predi
 1..T-1, averaged over the reference tokens after BOS, EOS included) + keyword_weight x the
 keyword head's binary cross-entropy, averaged over the (report, keyword) entries that count:
 a keyword's target is 1 when the report states it positive and 0 when negated or not mentioned;
-uncertain mentions (-1) are left out.
+uncertain mentions (-1) are left out, and so are reports without keyword labels
+(`has_keyword_labels` false: a release entry that no annotator labelled), whose "not mentioned"
+codes are no statement at all.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def token_loss(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> jax.Arr
   return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def keyword_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean BCE of keyword logits [B, 48] against keyword codes [B, 48] (see module doc)."""
+def keyword_loss(logits: jax.Array, labels: jax.Array, has_labels: jax.Array) -> jax.Array:
+  """Mean BCE of keyword logits [B, 48] against keyword codes [B, 48] of the reports whose
+  `has_labels` [B] is set (see module doc); 0 when no entry counts."""
   targets = (labels == kw.POSITIVE).astype(jnp.float32)
-  weights = (labels != kw.UNCERTAIN).astype(jnp.float32)
+  weights = ((labels != kw.UNCERTAIN) & has_labels[:, None]).astype(jnp.float32)
   bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets)
   return jnp.sum(bce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
@@ -50,7 +53,7 @@ def loss_fn(model: nn.Module, keyword_weight: float) -> Callable:
         variables, batch["image"], tokens[:, :-1], train=True, rngs={"dropout": key},
         mutable=mutable)
     t_loss = token_loss(logits, tokens, batch["report_mask"])
-    k_loss = keyword_loss(kw_logits, batch["keyword_labels"])
+    k_loss = keyword_loss(kw_logits, batch["keyword_labels"], batch["has_keyword_labels"])
     total = t_loss + keyword_weight * k_loss
     return total, ({"loss": total, "token_loss": t_loss, "keyword_loss": k_loss},
                    updates.get("batch_stats", batch_stats))

@@ -30,7 +30,8 @@ def batches(n: int) -> list[dict]:
     mask[:, 12:] = 0
     out.append({"image": rng.normal(size=(B, S, S, 1)).astype(np.float32),
                 "report_tokens": tokens, "report_mask": mask,
-                "keyword_labels": rng.choice([-2, -1, 0, 1], (B, 48)).astype(np.int8)})
+                "keyword_labels": rng.choice([-2, -1, 0, 1], (B, 48)).astype(np.int8),
+                "has_keyword_labels": np.ones((B,), bool)})
   return out
 
 

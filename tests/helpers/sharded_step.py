@@ -51,7 +51,8 @@ def run(mesh, strategy="tensor"):
   mask[:, 9:] = 0
   local = {"image": rng.normal(size=(B, S, S, 1)).astype(np.float32), "report_tokens": tokens,
            "report_mask": mask,
-           "keyword_labels": rng.choice([-2, -1, 0, 1], (B, 48)).astype(np.int8)}
+           "keyword_labels": rng.choice([-2, -1, 0, 1], (B, 48)).astype(np.int8),
+           "has_keyword_labels": np.arange(B) % 3 != 2}
   batch = sharding.global_batch(local, mesh)
   step = steps.make_train_step(model, tx, mesh, shardings,
                                {k: v.shape for k, v in local.items()}, keyword_weight=0.5,
