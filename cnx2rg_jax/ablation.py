@@ -1,6 +1,10 @@
 """The ablation of the paper's additions to R2Gen, run and tabulated.
 
     python -m cnx2rg_jax.ablation --root=DIR [--names=r2gen,all] [--seeds=0,1,2] [--aggregate_only]
+    python -m cnx2rg_jax.ablation --compare=r2gen,cmn,cnx2rg [--seeds=0,1,2] [--root=DIR]
+
+The second form is the paper's model comparison (cnx2rg_jax/comparison.py): R2Gen, R2GenCMN and
+CN-X2RG on the same data and seeds, plus each model's parameters, train speed and memory.
 
 Each (name, seed) is one ordinary run, `python launch.py --config=configs/cnx2rg.py:ablation=NAME
 --config.seed=SEED --workdir=DIR/NAME/seed_SEED`, at the demo's scale on the synthetic CN-CXR;
@@ -20,10 +24,11 @@ import math
 import pathlib
 import subprocess
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from cnx2rg_jax import comparison
 from configs.cnx2rg import ABLATIONS
 
 # Configurations: R2Gen alone, R2Gen plus one addition, and everything (configs/cnx2rg.py).
@@ -38,12 +43,13 @@ def run_dir(root: pathlib.Path, name: str, seed: int) -> pathlib.Path:
   return root / name / f"seed_{seed}"
 
 
-def command(name: str, seed: int, workdir: pathlib.Path, overrides: Sequence[str] = ()
-            ) -> list[str]:
-  """The launch.py command line of one ablation run."""
+def command(name: str, seed: int, workdir: pathlib.Path, overrides: Sequence[str] = (),
+            variant: Optional[str] = None) -> list[str]:
+  """The launch.py command line of one run of configs/cnx2rg.py:`variant` (default
+  ablation=`name`)."""
   return [sys.executable, str(ROOT / "launch.py"),
-          f"--config={ROOT / 'configs' / 'cnx2rg.py'}:ablation={name}", f"--config.seed={seed}",
-          f"--workdir={workdir}", *overrides]
+          f"--config={ROOT / 'configs' / 'cnx2rg.py'}:{variant or 'ablation=' + name}",
+          f"--config.seed={seed}", f"--workdir={workdir}", *overrides]
 
 
 def _runner(cmd: list[str], log: pathlib.Path) -> int:
@@ -53,12 +59,15 @@ def _runner(cmd: list[str], log: pathlib.Path) -> int:
 
 def run_all(root: pathlib.Path, names: Sequence[str], seeds: Sequence[int],
             overrides: Sequence[str] = (), runner: Callable[[list[str], pathlib.Path], int] = _runner,
-            log: Callable[[str], None] = print) -> list[tuple[str, int]]:
-  """Runs every (name, seed) whose test metrics are missing; returns the ones that failed."""
+            log: Callable[[str], None] = print, variants: Optional[Mapping[str, str]] = None
+            ) -> list[tuple[str, int]]:
+  """Runs every (name, seed) whose test metrics are missing; returns the ones that failed.
+  `variants`: name -> configs/cnx2rg.py variant (default: the ablation's, ablation=NAME)."""
+  variants = variants or {n: f"ablation={n}" for n in NAMES}
   failed = []
   for name in names:
-    if name not in NAMES:
-      raise ValueError(f"unknown ablation {name!r}; use one of {', '.join(NAMES)}")
+    if name not in variants:
+      raise ValueError(f"unknown ablation {name!r}; use one of {', '.join(variants)}")
     for seed in seeds:
       wd = run_dir(root, name, seed)
       if (wd / "eval" / "test_metrics.json").exists():
@@ -66,7 +75,7 @@ def run_all(root: pathlib.Path, names: Sequence[str], seeds: Sequence[int],
         continue
       wd.mkdir(parents=True, exist_ok=True)
       log(f"{name} seed {seed}: running, log in {wd / 'log.txt'}")
-      rc = runner(command(name, seed, wd, overrides), wd / "log.txt")
+      rc = runner(command(name, seed, wd, overrides, variants[name]), wd / "log.txt")
       if rc != 0 or not (wd / "eval" / "test_metrics.json").exists():
         log(f"{name} seed {seed}: FAILED (exit {rc}); see {wd / 'log.txt'}")
         failed.append((name, seed))
@@ -178,21 +187,60 @@ def write(root: pathlib.Path, result: dict) -> None:
   (root / "ablation.md").write_text(markdown(result) + "\n", encoding="utf-8")
 
 
+def compare(root: pathlib.Path, names: Sequence[str], seeds: Sequence[int],
+            overrides: Sequence[str], aggregate_only: bool, results: Optional[pathlib.Path],
+            runner: Callable[[list[str], pathlib.Path], int] = _runner,
+            measure_fn: Callable[..., dict] = comparison.measure) -> int:
+  """The model comparison (cnx2rg_jax/comparison.py): runs, costs, tables in `root` and in
+  `results` (e.g. the repository's results/)."""
+  failed = [] if aggregate_only else run_all(root, names, seeds, overrides, runner=runner,
+                                             variants=comparison.MODELS)
+  root.mkdir(parents=True, exist_ok=True)
+  if not aggregate_only:
+    comparison.measure_all(root, names, overrides, measure_fn)
+  result = comparison.aggregate(root, names)
+  for folder in (root, results):
+    if folder is not None:
+      folder.mkdir(parents=True, exist_ok=True)
+      comparison.write(folder, result)
+  print(comparison.markdown(result))
+  print(f"wrote comparison.json and comparison.md to {root}" + (f" and {results}" if results
+                                                                 else ""))
+  return 1 if failed else 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--root", required=True, help="folder of the ablation's runs and tables")
+  p.add_argument("--root", default=None, help="folder of the runs and tables (needed for the "
+                 "ablation; --compare: default runs/compare)")
+  p.add_argument("--compare", default="", help="comma-separated models of the comparison, from "
+                 f"{', '.join(comparison.MODELS)} (instead of the ablation)")
+  p.add_argument("--results", default=str(ROOT / "results"),
+                 help="--compare: also write comparison.{json,md} here ('' = only --root)")
   p.add_argument("--names", default=",".join(NAMES), help="comma-separated configurations")
   p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
   p.add_argument("--aggregate_only", action="store_true", help="tabulate the finished runs only")
   p.add_argument("overrides", nargs="*", help="extra launch.py flags, e.g. --config.KEY=VALUE")
   args = p.parse_args(argv)
-  root = pathlib.Path(args.root)
-  names = [n for n in args.names.split(",") if n]
   try:
     seeds = [int(s) for s in args.seeds.split(",") if s]
   except ValueError:
     print(f"error: --seeds={args.seeds} must be comma-separated integers", file=sys.stderr)
     return 2
+  if args.compare:
+    names = [n for n in args.compare.split(",") if n]
+    unknown = [n for n in names if n not in comparison.MODELS]
+    if unknown or not names:
+      print(f"error: --compare={args.compare}: unknown model(s) {unknown}; use "
+            f"{', '.join(comparison.MODELS)}", file=sys.stderr)
+      return 2
+    return compare(pathlib.Path(args.root or "runs/compare"), names, seeds, args.overrides,
+                   args.aggregate_only, pathlib.Path(args.results) if args.results else None)
+  if not args.root:
+    print("error: the ablation needs --root=DIR (its runs and tables)", file=sys.stderr)
+    return 2
+  root = pathlib.Path(args.root)
+  names = [n for n in args.names.split(",") if n]
   unknown = [n for n in names if n not in NAMES]
   if unknown:
     print(f"error: unknown ablation configuration(s) {unknown}; use {', '.join(NAMES)}",

@@ -158,7 +158,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.bench = b = ml_collections.ConfigDict()
   b.input_batches = 100  # batches timed by --mode=bench_input, after b.input_warmup
   b.input_warmup = 10
-  b.train_configs = ("demo", "paper")  # what --mode=bench_train times
+  b.train_configs = ("demo", "paper")  # what --mode=bench_train times (also "cmn_demo", "cmn")
   b.train_steps = 3  # timed steps per config, after b.train_warmup (the paper's are slow on a CPU)
   b.train_warmup = 1
   b.train_vocab_size = 2000  # a CN-CXR-sized word vocabulary

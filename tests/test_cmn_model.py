@@ -1,6 +1,7 @@
 """R2GenCMN in Flax (models/cmn.py, models/cmn_memory.py): the memory's top-k querying against a
 NumPy re-derivation, cached decoding against teacher forcing and the naive re-decode, the
-configs and their checks. (Parity with R2GenCMN's own torch code: tests/test_r2gen_cmn_parity.py.)"""
+configs and their checks. (Parity with R2GenCMN's own torch code:
+tests/test_r2gen_cmn_parity.py.)"""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, work
   dims = weights.infer_dims(sd, num_heads, topk)
   size = int(rows.max()) + 1  # R2GenCMN's vocab_size + 1 (row 0: bos = eos = pad)
   for name in (weights.LUT, weights.ED + "logit.weight", weights.ED + "logit.bias"):
-    have = weights.r2w._need(sd, name, 1 if name.endswith("bias") else 2).shape[0]  # pylint: disable=protected-access
+    have = weights.need(sd, name, 1 if name.endswith("bias") else 2).shape[0]
     if have != size:
       raise ConversionError(
           f"the vocabulary rebuilt from {annotation} (dataset {dataset}, threshold {threshold}) "

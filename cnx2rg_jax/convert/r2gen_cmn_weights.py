@@ -10,11 +10,13 @@ Its trainer saves what R2Gen's does ({'epoch', 'state_dict', 'optimizer', 'monit
   encoder_decoder.cmn.linears.{0,1,2,3}    -> transformer/cmn/{query,key,value,out}; the same
         module is also registered as encoder_decoder.model.cmn, so torch saves it twice: both
         copies must be equal
-  encoder_decoder.model.tgt_embed.0.lut    Embedding(V + 1, d)  -> transformer/embed/lut (rows mapped)
+  encoder_decoder.model.tgt_embed.0.lut    Embedding(V + 1, d)  -> transformer/embed/lut (rows
+                                           mapped)
   encoder_decoder.model.{src,tgt}_embed.*.pe  sinusoid buffers: checked against ours, not stored
   ....{encoder,decoder}.layers.I.{self_attn,src_attn}.linears.J, feed_forward.w_K as R2Gen's
-  ....encoder.layers.I.sublayer.{0,1}.norm.{a_2,b_2}   -> encoder_layers_I/norm_{attn,ff}/{scale,bias}
+  ....encoder.layers.I.sublayer.{0,1}.norm.{a_2,b_2}   -> encoder_layers_I/norm_{attn,ff}/...
   ....decoder.layers.I.sublayer.{0,1,2}.norm.{a_2,b_2} -> decoder_layers_I/norm_{self,src,ff}/...
+                                           (a_2 -> scale, b_2 -> bias)
   ....{encoder,decoder}.norm.{a_2,b_2}     -> {encoder,decoder}_norm/{scale,bias}
 A tensor of R2Gen's relational memory (model.rm.*) means an R2Gen checkpoint, refused with the
 command that converts it; any other unplaced tensor, unfilled parameter or shape mismatch is an
@@ -43,6 +45,8 @@ _ENC_NORMS = {"0": "norm_attn", "1": "norm_ff"}
 _DEC_NORMS = {"0": "norm_self", "1": "norm_src", "2": "norm_ff"}
 _FF = {"w_1": "wi", "w_2": "wo"}
 R2GEN_MARK = ED + "model.rm."  # R2Gen's relational memory: not an R2GenCMN checkpoint
+# R2Gen's converter's tensor lookup, with its messages
+need = r2w._need  # pylint: disable=protected-access
 
 
 def check_architecture(sd: Mapping[str, np.ndarray]) -> None:
@@ -59,11 +63,9 @@ def infer_dims(sd: Mapping[str, np.ndarray], num_heads: int = 8, topk: int = 32)
   """The `config.model` values the checkpoint's shapes give (heads and top-k from the arguments,
   which no tensor shows)."""
   check_architecture(sd)
-  att = r2w._need(sd, ED + "att_embed.0.weight", 2)  # pylint: disable=protected-access
-  d_model, d_vf = att.shape
-  d_ff = r2w._need(sd, ED + "model.encoder.layers.0.feed_forward.w_1.weight",  # pylint: disable=protected-access
-                   2).shape[0]
-  cmm_size, cmm_dim = r2w._need(sd, MEMORY, 2).shape  # pylint: disable=protected-access
+  d_model, d_vf = need(sd, ED + "att_embed.0.weight", 2).shape
+  d_ff = need(sd, ED + "model.encoder.layers.0.feed_forward.w_1.weight", 2).shape[0]
+  cmm_size, cmm_dim = need(sd, MEMORY, 2).shape
   if cmm_dim != d_model:
     raise ConversionError(f"{MEMORY} is {cmm_dim} wide, the model {d_model}: R2GenCMN needs "
                           "cmm_dim == d_model")
@@ -73,7 +75,8 @@ def infer_dims(sd: Mapping[str, np.ndarray], num_heads: int = 8, topk: int = 32)
     raise ConversionError(f"--num_heads={num_heads} does not divide the width {d_model}")
   if not 1 <= topk <= cmm_size:
     raise ConversionError(f"--topk={topk} must be in [1, cmm_size={cmm_size}]")
-  return {**_visual_dims(sd), "d_model": int(d_model), "d_ff": int(d_ff), "num_heads": int(num_heads),
+  return {**_visual_dims(sd), "d_model": int(d_model), "d_ff": int(d_ff),
+          "num_heads": int(num_heads),
           "num_encoder_layers": layers("encoder"), "num_decoder_layers": layers("decoder"),
           "architecture": "cmn", "cmm_size": int(cmm_size), "cmm_dim": int(cmm_dim),
           "cmn_topk": int(topk), "_d_vf": int(d_vf)}

@@ -44,7 +44,7 @@ class ModelConfig:
   # Which encoder-decoder: "r2gen" (R2Gen's relational memory and MCLN, CN-X2RG's) or "cmn"
   # (R2GenCMN's cross-modal memory, models/cmn.py); models/factory.py maps the name to the module.
   architecture: str = "r2gen"
-  # R2GenCMN's memory: cmm_size rows of cmm_dim (= d_model); each query keeps its cmn_topk best rows.
+  # R2GenCMN's memory: cmm_size rows of cmm_dim (= d_model); a query keeps its cmn_topk best rows.
   cmm_size: int = 2048
   cmm_dim: int = 512
   cmn_topk: int = 32

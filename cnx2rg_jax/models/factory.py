@@ -30,7 +30,8 @@ def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig
 
 
 def model_of(mcfg: ModelConfig, **kwargs) -> CNX2RG:
-  """The module of `mcfg.architecture` (CNX2RG or CMNModel) with `kwargs` (e.g. image_normalization)."""
+  """The module of `mcfg.architecture` (CNX2RG or CMNModel), given `kwargs` (e.g.
+  image_normalization)."""
   return ARCHITECTURES[mcfg.architecture](mcfg, **kwargs)
 
 

@@ -30,7 +30,7 @@ from cnx2rg_jax import config_checks, sharding
 from cnx2rg_jax.models import factory, flops
 from cnx2rg_jax.training import memory_plan, optimizer, state as state_lib, steps
 
-BENCH_CONFIGS = ("demo", "paper")
+BENCH_CONFIGS = ("demo", "paper", "cmn_demo", "cmn")  # configs/cnx2rg.py variants (cmn: R2GenCMN)
 # Dense peak FLOP/s per chip, (bfloat16, float32 matmuls as TF32), from the vendors' sheets (SXM
 # parts); MFU is reported against the one of the run's model.dtype. bench.peak_tflops overrides.
 PEAK_FLOPS = {"H100": (989.4e12, 494.7e12), "H200": (989.4e12, 494.7e12),

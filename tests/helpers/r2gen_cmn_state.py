@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.helpers.r2gen_state import D, D_FF, ED, D_VF, _linear, _visual  # pylint: disable=protected-access
+from tests.helpers.r2gen_state import D, D_FF, ED, D_VF
+from tests.helpers.r2gen_state import _linear, _visual  # pylint: disable=protected-access
 
 CMM_SIZE = 40
 
