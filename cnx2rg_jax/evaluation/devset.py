@@ -32,6 +32,8 @@ from typing import Callable, Sequence
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
+from cnx2rg_jax.text import report_graph
+from cnx2rg_jax.text.cleaning import clean_report
 
 CLASSES = {"positive": kw.POSITIVE, "negated": kw.NEGATED, "uncertain": kw.UNCERTAIN}
 _VALUES = frozenset(CLASSES.values())
@@ -138,8 +140,6 @@ def rule_readings(reports: Sequence[str]) -> list[tuple[dict, list]]:
 def extractor_readings(extractor, reports: Sequence[str]) -> list[tuple[dict, list]]:
   """(keywords, pairs) that a CN-RadGraph extractor's graphs give for each report: the labels and
   pairs of `report_graph.read_graph` (its graphs have no uncertain class)."""
-  from cnx2rg_jax.text import report_graph  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.text.cleaning import clean_report  # pylint: disable=import-outside-toplevel
   out = []
   for ents, rels in extractor.extract([clean_report(r) for r in reports]):
     labels, pairs = report_graph.read_graph(ents, rels)

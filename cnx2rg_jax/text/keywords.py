@@ -1,9 +1,10 @@
 """The 48 keywords of the paper's Table 1 and their Chinese terms.
 
 This is the one lexicon that the synthetic generator, the clinical labeler, the jieba user
-dictionary and the keyword classifier head share. The order of `KEYWORDS` is the order of every
-48-wide label vector in the project: 24 anatomy keywords, then 24 lesion keywords, each in the
-order Table 1 prints them.
+dictionary and the keyword classifier head share (the labeler reads some more surface forms,
+kept in `evaluation/labeler_lexicon.py` so that nothing else changes with them). The order of
+`KEYWORDS` is the order of every 48-wide label vector in the project: 24 anatomy keywords, then
+24 lesion keywords, each in the order Table 1 prints them.
 
 Label values follow the CheXpert labeler's convention, with one extra code so that a label vector
 can be a dense int8 array: POSITIVE, NEGATED, UNCERTAIN, and NOT_MENTIONED for "absent".
