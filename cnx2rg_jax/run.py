@@ -6,7 +6,8 @@ import json
 import logging
 import sys
 
-from cnx2rg_jax import bench, config_checks, predict, sharding
+from cnx2rg_jax import config_checks, predict, sharding
+from cnx2rg_jax.bench import decode as decode_bench
 from cnx2rg_jax.card import build as card_build
 from cnx2rg_jax.data import bench as data_bench, dataset, keyword_table, vocabulary
 from cnx2rg_jax.evaluation import clinical
@@ -135,7 +136,7 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str,
       print(json.dumps(data_bench.bench_input(config)))
       return 0
     if mode == "bench_decode":
-      print(json.dumps(bench.bench_decode(config)))
+      print(json.dumps(decode_bench.bench_decode(config)))
       return 0
     config_checks.check(config)
     if mode == "bench_train":

@@ -44,8 +44,10 @@ def test_incremental_decoding_equals_teacher_forcing(tiny):
   memory, _ = model.apply(variables, images, method=CNX2RG.encode)
   forced = model.apply(variables, memory, tokens, method=CNX2RG.decode_logits)
   cache = model.apply(variables, memory, 12, method=CNX2RG.init_cache)
+  consts = model.apply(variables, memory, method=CNX2RG.decode_constants)
   for t in range(tokens.shape[1]):
-    step_logits, cache = model.apply(variables, tokens[:, t], cache, method=CNX2RG.decode_step)
+    step_logits, cache = model.apply(variables, tokens[:, t], cache, consts,
+                                     method=CNX2RG.decode_step)
     np.testing.assert_allclose(step_logits, forced[:, t], atol=1e-4)
 
 

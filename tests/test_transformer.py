@@ -179,31 +179,55 @@ def test_decode_step_matches_teacher_forcing(tiny):
   model, params, feats, tokens, forward = tiny
   want = np.asarray(forward(params, feats, tokens))
   max_len = T + 3  # spare cache rows must stay invisible
-  cache = jax.jit(lambda p, f: model.apply(
-      p, model.apply(p, f, method=ReportTransformer.encode), max_len,
-      method=ReportTransformer.init_cache))(params, feats)
-  for leaf in jax.tree_util.tree_leaves(cache):
-    assert leaf.shape[0] == B
-  layer0 = cache["layers"][0]
-  assert layer0["self_k"].shape == (B, max_len, TINY.num_heads, TINY.d_model // TINY.num_heads)
-  assert layer0["cross_k"].shape == (B, N, TINY.num_heads, TINY.d_model // TINY.num_heads)
-  assert cache["rm"].shape == (B, TINY.rm_num_slots, TINY.rm_d_model)
-  assert cache["pos"].dtype == jnp.int32
 
-  step = jax.jit(lambda tok, c: model.apply(params, tok, c, method=ReportTransformer.decode_step))
+  @jax.jit
+  def start(p, f):
+    memory = model.apply(p, f, method=ReportTransformer.encode)
+    return (model.apply(p, memory, max_len, method=ReportTransformer.init_cache),
+            model.apply(p, memory, method=ReportTransformer.decode_constants))
+  cache, consts = start(params, feats)
+  for leaf in jax.tree_util.tree_leaves(cache):
+    assert leaf.ndim == 0 or leaf.shape[0] == B
+  layer0 = cache["layers"][0]
+  d_head = TINY.d_model // TINY.num_heads
+  assert layer0["self_k"].shape == (B, max_len, TINY.num_heads, d_head)
+  assert consts["cross"][0][0].shape == (B, N, TINY.num_heads, d_head)
+  assert cache["rm"].shape == (B, TINY.rm_num_slots, TINY.rm_d_model)
+  assert cache["pos"].dtype == jnp.int32 and cache["pos"].shape == ()
+
+  step = jax.jit(lambda tok, c, k: model.apply(params, tok, c, k,
+                                               method=ReportTransformer.decode_step))
   got = []
   for t in range(T):
-    logits_t, cache = step(tokens[:, t], cache)
+    logits_t, cache = step(tokens[:, t], cache, consts)
     got.append(np.asarray(logits_t))
   np.testing.assert_allclose(np.stack(got, axis=1), want, atol=1e-4)
   np.testing.assert_array_equal(np.asarray(cache["pos"]), T)
 
-  # Beam search reorders caches along the batch axis: gathering every leaf must be enough.
-  perm = jnp.array([1, 0])
-  swapped = jax.tree_util.tree_map(lambda a: a[perm], cache)
-  nxt = jnp.array([3, 5], jnp.int32)
-  a, _ = step(nxt, cache)
-  b, _ = step(nxt[perm], swapped)
+
+def test_decode_rows_share_their_examples_constants(tiny):
+  """Beam search: K rows per example read that example's cross-attention keys/values (never
+  repeated), and reordering rows within an example (gathering every cache leaf) is enough."""
+  model, params, feats, tokens, _ = tiny
+  k = 3
+  memory = model.apply(params, feats, method=ReportTransformer.encode)
+  consts = model.apply(params, memory, method=ReportTransformer.decode_constants)
+  rows = jnp.repeat(memory, k, axis=0)  # row b * k + j: example b
+  step = jax.jit(lambda tok, c, kk: model.apply(params, tok, c, kk,
+                                                method=ReportTransformer.decode_step))
+  shared = model.apply(params, rows, T, method=ReportTransformer.init_cache)
+  repeated = shared
+  repeated_consts = model.apply(params, rows, method=ReportTransformer.decode_constants)
+  ids = jnp.asarray(np.random.default_rng(5).integers(0, TINY.vocab_size, (B * k, 4)), jnp.int32)
+  for t in range(ids.shape[1]):
+    a, shared = step(ids[:, t], shared, consts)
+    b, repeated = step(ids[:, t], repeated, repeated_consts)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  perm = jnp.asarray([2, 0, 1, 4, 5, 3])  # beams move within their example only
+  swapped = jax.tree_util.tree_map(lambda x: x if x.ndim == 0 else x[perm], shared)
+  nxt = jnp.arange(B * k, dtype=jnp.int32) % TINY.vocab_size
+  a, _ = step(nxt, shared, consts)
+  b, _ = step(nxt[perm], swapped, consts)
   np.testing.assert_allclose(np.asarray(b), np.asarray(a)[perm], atol=1e-5)
 
 
@@ -228,7 +252,9 @@ def test_bfloat16_compute_is_close_to_float32(tiny):
     logits = bf16.apply(params, feats, tokens)
     memory_feats = bf16.apply(params, feats, method=ReportTransformer.encode)
     cache = bf16.apply(params, memory_feats, T, method=ReportTransformer.init_cache)
-    first, _ = bf16.apply(params, tokens[:, 0], cache, method=ReportTransformer.decode_step)
+    consts = bf16.apply(params, memory_feats, method=ReportTransformer.decode_constants)
+    first, _ = bf16.apply(params, tokens[:, 0], cache, consts,
+                          method=ReportTransformer.decode_step)
     return logits, memory_feats, first
 
   got, memory_feats, first = run(params, feats, tokens)

@@ -3,8 +3,9 @@ keyword classification head of the paper's auxiliary loss.
 
 Two entry points share every parameter:
 - `__call__(images, tokens)`: teacher-forced token logits and keyword logits (training);
-- `encode(images)` -> `init_cache(memory, max_len)` -> `decode_step(token, cache)` repeatedly
-  (decoding; each step costs one token, not the whole prefix).
+- `encode(images)` -> `decode_constants(memory)` and `init_cache(memory, max_len)` ->
+  `decode_step(token, cache, constants)` repeatedly (decoding; each step costs one token, not the
+  whole prefix).
 
 With `config.prompt_encoder` set, the submodule `prompt_encoder` (MedCLIP's frozen ResNet-50,
 models/prompt_encoder.py) computes the prompt features from the same images whenever the caller
@@ -101,9 +102,15 @@ class CNX2RG(nn.Module):
     """Teacher-forced logits [B, T, vocab] given the encoder memory (eval mode)."""
     return self.transformer.decode_logits(memory, tokens)
 
+  def decode_constants(self, memory: jax.Array):
+    """What every decode step reads and none changes (cross-attention keys/values per example,
+    the stacked MCLN weights); see ReportTransformer.decode_constants."""
+    return self.transformer.decode_constants(memory)
+
   def init_cache(self, memory: jax.Array, max_len: int):
     return self.transformer.init_cache(memory, max_len)
 
-  def decode_step(self, token: jax.Array, cache):
-    """token [B] -> (next-token logits [B, vocab] float32, cache)."""
-    return self.transformer.decode_step(token, cache)
+  def decode_step(self, token: jax.Array, cache, constants):
+    """token [R] (R a multiple of the examples of `constants`) -> (next-token logits [R, vocab]
+    float32, cache)."""
+    return self.transformer.decode_step(token, cache, constants)

@@ -17,26 +17,21 @@ import jax.numpy as jnp
 
 from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.models.layers import MultiHeadAttention, PositionwiseFeedForward
-from cnx2rg_jax.models.mcln import ConditionalLayerNorm
+from cnx2rg_jax.models.mcln import ConditionalLayerNorm, stack_mlps, stacked_shifts
 
 Dtype = Any
 KV = Tuple[jax.Array, jax.Array]
 
 
 def write_at(cache: jax.Array, new: jax.Array, pos: jax.Array) -> jax.Array:
-  """cache [B, L, ...] with new [B, 1, ...] written at row pos[b] of example b.
-
-  A one-hot select costs O(L) per step, the same order as attending over the cache. A `pos`
-  outside [0, L) writes nothing.
-  """
-  hit = jnp.arange(cache.shape[1])[None, :] == pos[:, None]  # [B, L]
-  hit = hit.reshape(hit.shape + (1,) * (cache.ndim - 2))
-  return jnp.where(hit, new.astype(cache.dtype), cache)
+  """cache [R, L, ...] with new [R, 1, ...] written at row `pos` (a scalar: every sequence is at
+  the same position) of every example, in place (a dynamic_update_slice, not a rewrite)."""
+  return jax.lax.dynamic_update_slice_in_dim(cache, new.astype(cache.dtype), pos, axis=1)
 
 
 def prefix_mask(pos: jax.Array, length: int) -> jax.Array:
-  """[B, 1, 1, length] bool: example b attends to cache rows 0..pos[b] (its prefix and itself)."""
-  return (jnp.arange(length)[None, :] <= pos[:, None])[:, None, None, :]
+  """[1, 1, 1, length] bool: the sequences attend to cache rows 0..pos (prefix and itself)."""
+  return (jnp.arange(length) <= pos)[None, None, None, :]
 
 
 class DecoderLayer(nn.Module):
@@ -59,28 +54,54 @@ class DecoderLayer(nn.Module):
     """Encoder output [B, N, d] -> cross-attention (keys, values), each [B, N, heads, d_head]."""
     return self.src_attn.project_kv(memory_feats)
 
-  def __call__(self, x: jax.Array, rm_out: jax.Array, cross: KV, self_mask: jax.Array,
-               deterministic: bool = True, kv_cache: Optional[KV] = None,
-               pos: Optional[jax.Array] = None) -> Tuple[jax.Array, KV]:
-    """x [B, T, d], rm_out [B, T, slots*rm_d] -> (x' [B, T, d] float32, self-attention K/V).
+  def norms(self) -> Tuple[ConditionalLayerNorm, ...]:
+    """The layer's MCLNs in the order `__call__` takes their MLP outputs."""
+    return self.norm_self, self.norm_src, self.norm_ff
 
+  def _cross_attend(self, h: jax.Array, cross: KV, deterministic: bool) -> jax.Array:
+    """Cross-attention of h [R, T, d] over cross (keys, values) [B, N, heads, d_head] with R a
+    multiple of B: rows b * K .. b * K + K - 1 (beams or samples of example b, one position each)
+    are example b's K queries, so the per-example keys/values are never repeated or gathered."""
+    rows, studies = h.shape[0], cross[0].shape[0]
+    if rows == studies:
+      return self.src_attn.attend(h, cross[0], cross[1], None, deterministic)
+    if h.shape[1] != 1 or rows % studies:
+      raise ValueError(f"{rows} decoder rows of length {h.shape[1]} against {studies} examples' "
+                       "cross-attention keys: want one position and a multiple of the examples")
+    a = self.src_attn.attend(h.reshape(studies, rows // studies, -1), cross[0], cross[1], None,
+                             deterministic)
+    return a.reshape(h.shape[:2] + a.shape[-1:])
+
+  def __call__(self, x: jax.Array, rm_out: Optional[jax.Array], cross: KV, self_mask: jax.Array,
+               deterministic: bool = True, kv_cache: Optional[KV] = None,
+               pos: Optional[jax.Array] = None,
+               shifts: Optional[jax.Array] = None) -> Tuple[jax.Array, KV]:
+    """x [R, T, d], rm_out [R, T, slots*rm_d] -> (x' [R, T, d] float32, self-attention K/V).
+
+    `shifts` [R, T, 3, 2, d] float32: the three norms' MLP outputs, when the caller computed them
+    (ReportTransformer does, for all layers at once); else they are computed here from rm_out.
+    Cross-attention keys/values are per example ([B, N, ...], R = B or, decoding, B * K).
     Teacher forcing: kv_cache=None, the keys/values are those of the T positions and
-    `self_mask` is causal. Decoding: T == 1, the new key/value is written at row pos[b] of
-    `kv_cache` (each [B, L, heads, d_head]) and `self_mask` must hide rows > pos[b]; the
+    `self_mask` is causal. Decoding: T == 1, the new key/value is written at row `pos` (scalar)
+    of `kv_cache` (each [R, L, heads, d_head]) and `self_mask` must hide rows > pos; the
     updated cache is returned.
     """
+    if shifts is None:
+      weights = [w for norm in self.norms() for w in norm.mlp_weights(rm_out.shape[-1])]
+      shifts = stacked_shifts(rm_out, stack_mlps(weights), self.config.compute_dtype)
+      shifts = shifts.reshape(shifts.shape[:-2] + (3, 2, shifts.shape[-1]))
     x = x.astype(jnp.float32)
-    h = self.norm_self(x, rm_out)
+    h = self.norm_self.normalize(x, shifts[..., 0, :, :])
     keys, values = self.self_attn.project_kv(h)
     if kv_cache is not None:
       keys = write_at(kv_cache[0], keys, pos)
       values = write_at(kv_cache[1], values, pos)
     a = self.self_attn.attend(h, keys, values, self_mask, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
-    h = self.norm_src(x, rm_out)
-    a = self.src_attn.attend(h, cross[0], cross[1], None, deterministic)
+    h = self.norm_src.normalize(x, shifts[..., 1, :, :])
+    a = self._cross_attend(h, cross, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
-    h = self.norm_ff(x, rm_out)
+    h = self.norm_ff.normalize(x, shifts[..., 2, :, :])
     a = self.ffn(h, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
     return x, (keys, values)

@@ -21,9 +21,11 @@ from cnx2rg_jax.text import tokenizer as tokenizer_lib
 IMPLS = ("cached", "naive")
 
 
-def cached_tokens_to_logits(model: CNX2RG, variables):
+def cached_tokens_to_logits(model: CNX2RG, variables, constants):
+  """The cached step; `constants` (CNX2RG.decode_constants: per-example cross-attention keys and
+  values, stacked MCLN weights) are closed over, so the search never repeats or gathers them."""
   def tokens_to_logits(ids, cache):
-    return model.apply(variables, ids, cache, method=CNX2RG.decode_step)
+    return model.apply(variables, ids, cache, constants, method=CNX2RG.decode_step)
   return tokens_to_logits
 
 
@@ -61,12 +63,17 @@ def initial_cache(model: CNX2RG, variables, memory, impl: str, max_len: int):
   raise ValueError(f"unknown decode impl {impl!r}; choose one of {IMPLS}")
 
 
-def _start(model: CNX2RG, variables, memory, impl: str, max_len: int):
-  """(tokens_to_logits, initial cache, bos ids) of a search from encoder memory [B, N, d]."""
-  cache = initial_cache(model, variables, memory, impl, max_len)
-  fn = (cached_tokens_to_logits(model, variables) if impl == "cached"
-        else naive_tokens_to_logits(model, variables, max_len))
-  return fn, cache, jnp.full((memory.shape[0],), tokenizer_lib.BOS_ID, jnp.int32)
+def _start(model: CNX2RG, variables, memory, impl: str, max_len: int, copies: int = 1):
+  """(tokens_to_logits, initial cache, bos ids) of a search from encoder memory [B, N, d] with
+  `copies` rows per example (row b * copies + c is example b's copy c)."""
+  rows = jnp.repeat(memory, copies, axis=0) if copies > 1 else memory
+  cache = initial_cache(model, variables, rows, impl, max_len)
+  if impl == "cached":
+    fn = cached_tokens_to_logits(
+        model, variables, model.apply(variables, memory, method=CNX2RG.decode_constants))
+  else:
+    fn = naive_tokens_to_logits(model, variables, max_len)
+  return fn, cache, jnp.full((rows.shape[0],), tokenizer_lib.BOS_ID, jnp.int32)
 
 
 def search_reports(model: CNX2RG, variables, memory, *, impl: str = "cached", beam_size: int = 3,
@@ -99,11 +106,11 @@ def sample_reports(model: CNX2RG, variables, memory, row_keys, *, num_samples: i
   log-probabilities under the untempered model). Jit it with the keyword arguments static.
   """
   b = memory.shape[0]
-  memory = jnp.repeat(memory, num_samples, axis=0)  # row b * S + s is example b's sample s
   keys = jax.vmap(lambda k: jax.vmap(lambda s: jax.random.fold_in(k, s))(
       jnp.arange(num_samples)))(row_keys)
   keys = keys.reshape((b * num_samples,) + keys.shape[2:])
-  fn, cache, bos = _start(model, variables, memory, impl, max_len)
+  # Row b * S + s is example b's sample s.
+  fn, cache, bos = _start(model, variables, memory, impl, max_len, copies=num_samples)
   ids, scores = decoding.temperature_sample(fn, bos, cache, keys, max_len=max_len,
                                             eos_id=tokenizer_lib.EOS_ID, temperature=temperature,
                                             pad_id=tokenizer_lib.PAD_ID)

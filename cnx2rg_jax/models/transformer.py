@@ -13,16 +13,22 @@ Architecture (read from R2Gen's modules/encoder_decoder.py and att_model.py):
 Usage (all through `model.apply(params, ..., method=ReportTransformer.<name>)`):
   logits = model.apply(params, feats, tokens)                       # teacher forcing
   mem = model.apply(params, feats, method=ReportTransformer.encode)
+  consts = model.apply(params, mem, method=ReportTransformer.decode_constants)
   cache = model.apply(params, mem, max_len, method=ReportTransformer.init_cache)
-  logits_t, cache = model.apply(params, token_t, cache, method=ReportTransformer.decode_step)
+  logits_t, cache = model.apply(params, token_t, cache, consts,
+                                method=ReportTransformer.decode_step)
 
-Cache (a dict; every leaf has the batch as its leading axis, so beam search can gather it):
-  'pos':    int32 [B], the position the next decode_step token occupies;
-  'rm':     float32 [B, slots, rm_d], the relational memory after the tokens fed so far;
+Decode constants (a dict, computed once per search and never part of its state):
+  'cross': tuple, one (keys, values) per decoder layer, each [B, N, heads, d_head]: the projected
+           encoder memory, one per example (beams and samples of an example share it);
+  'mcln':  the decoder's MCLN MLPs stacked into a few products (mcln.StackedMLPs).
+Cache (a dict; every non-scalar leaf has the decoded rows as its leading axis, B or B * beams,
+so beam search can gather it):
+  'pos':    int32 [], the position the next decode_step token occupies (all rows in lockstep);
+  'rm':     float32 [R, slots, rm_d], the relational memory after the tokens fed so far;
   'layers': tuple, one dict per decoder layer with
-            'self_k', 'self_v':   [B, max_len, heads, d_head] self-attention keys/values
-                                  (rows >= pos are zeros / unused),
-            'cross_k', 'cross_v': [B, N, heads, d_head] projected encoder memory.
+            'self_k', 'self_v':   [R, max_len, heads, d_head] self-attention keys/values
+                                  (rows >= pos are zeros / unused).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.models.decoder import DecoderLayer, prefix_mask
 from cnx2rg_jax.models.layers import (TORCH_LINEAR, Embeddings, LayerNorm, MultiHeadAttention,
                                       PositionwiseFeedForward, causal_mask, dense)
-from cnx2rg_jax.models.mcln import ConditionalLayerNorm
+from cnx2rg_jax.models.mcln import ConditionalLayerNorm, StackedMLPs, stack_mlps, stacked_shifts
 from cnx2rg_jax.models.relational_memory import RelationalMemory
 
 Cache = Dict[str, Any]
@@ -100,13 +106,33 @@ class ReportTransformer(nn.Module):
       x = layer(x, deterministic)
     return self.encoder_norm(x)
 
-  def _output(self, x: jax.Array, rm_out: jax.Array) -> jax.Array:
-    """Final norm + logit layer; logits float32."""
+  def _norm_mlps(self) -> StackedMLPs:
+    """Every MCLN's MLPs stacked: 3 norms per decoder layer (gamma, beta each), then the final
+    norm's when it is conditional; all read the same memory output, so they run together."""
+    c = self.config
+    width = c.rm_num_slots * c.rm_d_model
+    norms = [norm for layer in self.decoder_layers for norm in layer.norms()]
     if self.conditional_final_norm:
-      h = self.decoder_norm(x, rm_out)
+      norms.append(self.decoder_norm)
+    return stack_mlps([w for norm in norms for w in norm.mlp_weights(width)])
+
+  def _decode_layers(self, x: jax.Array, rm_out: jax.Array, mlps: StackedMLPs, cross, mask,
+                     deterministic: bool, caches=None, pos=None):
+    """The decoder layers and the final norm + logit layer over x [R, T, d] -> (logits
+    [R, T, vocab] float32, each layer's self-attention K/V)."""
+    shifts = stacked_shifts(rm_out, mlps, self.config.compute_dtype)  # [R, T, 2 * norms, d]
+    shifts = shifts.reshape(shifts.shape[:-2] + (-1, 2, shifts.shape[-1]))
+    kvs = []
+    for i, layer in enumerate(self.decoder_layers):
+      x, kv = layer(x, None, cross[i], mask, deterministic,
+                    kv_cache=None if caches is None else caches[i], pos=pos,
+                    shifts=shifts[..., 3 * i:3 * i + 3, :, :])
+      kvs.append(kv)
+    if self.conditional_final_norm:
+      h = self.decoder_norm.normalize(x, shifts[..., -1, :, :])
     else:
       h = self.decoder_norm(x)
-    return self.logit(h).astype(jnp.float32)
+    return self.logit(h).astype(jnp.float32), kvs
 
   def decode_logits(self, memory_feats: jax.Array, tokens: jax.Array,
                     deterministic: bool = True) -> jax.Array:
@@ -123,51 +149,50 @@ class ReportTransformer(nn.Module):
     e = self.embed(tokens, positions, t)
     rm_out = self.rm(self.embed_drop(e, deterministic=deterministic), deterministic)
     x = self.embed_drop(e, deterministic=deterministic)
-    mask = causal_mask(t)
-    for layer in self.decoder_layers:
-      x, _ = layer(x, rm_out, layer.cross_kv(memory_feats), mask, deterministic)
-    return self._output(x, rm_out)
+    cross = [layer.cross_kv(memory_feats) for layer in self.decoder_layers]
+    logits, _ = self._decode_layers(x, rm_out, self._norm_mlps(), cross, causal_mask(t),
+                                    deterministic)
+    return logits
 
   def __call__(self, visual_feats: jax.Array, tokens: jax.Array,
                deterministic: bool = True) -> jax.Array:
     """encode + decode_logits: visual_feats [B, N, d_vf], tokens [B, T] -> [B, T, vocab]."""
     return self.decode_logits(self.encode(visual_feats, deterministic), tokens, deterministic)
 
-  def init_cache(self, memory_feats: jax.Array, max_len: int) -> Cache:
-    """The decode cache before the first token (see the module docstring for its layout).
+  def decode_constants(self, memory_feats: jax.Array) -> Dict[str, Any]:
+    """What every decode step reads and none changes (see the module docstring), from the
+    encoder memory [B, N, d]."""
+    return {"cross": tuple(layer.cross_kv(memory_feats) for layer in self.decoder_layers),
+            "mcln": self._norm_mlps()}
 
-    `max_len` (static) bounds the number of decode_step calls.
-    """
+  def init_cache(self, memory_feats: jax.Array, max_len: int) -> Cache:
+    """The decode cache before the first token, one row per example of memory_feats [B, N, d]
+    (see the module docstring for its layout). `max_len` (static) bounds the decode steps."""
     c = self.config
     b = memory_feats.shape[0]
-    d_head = c.d_model // c.num_heads
-    layers = []
-    for layer in self.decoder_layers:
-      cross_k, cross_v = layer.cross_kv(memory_feats)
-      zeros = jnp.zeros((b, max_len, c.num_heads, d_head), c.compute_dtype)
-      layers.append({"self_k": zeros, "self_v": zeros, "cross_k": cross_k, "cross_v": cross_v})
-    return {"pos": jnp.zeros((b,), jnp.int32), "rm": self.rm.initial_state(b),
-            "layers": tuple(layers)}
+    zeros = jnp.zeros((b, max_len, c.num_heads, c.d_model // c.num_heads), c.compute_dtype)
+    layers = tuple({"self_k": zeros, "self_v": zeros} for _ in self.decoder_layers)
+    return {"pos": jnp.zeros((), jnp.int32), "rm": self.rm.initial_state(b), "layers": layers}
 
-  def decode_step(self, token: jax.Array, cache: Cache,
+  def decode_step(self, token: jax.Array, cache: Cache, constants: Dict[str, Any],
                   deterministic: bool = True) -> Tuple[jax.Array, Cache]:
-    """Feeds token [B] int32 at position cache['pos'] -> (logits [B, vocab] float32, cache').
+    """Feeds token [R] int32 at position cache['pos'] -> (logits [R, vocab] float32, cache').
 
-    Equal to the teacher-forced logits at that position given the tokens fed before. Costs
-    one relational-memory step and attention over the cached prefix; pos must stay < max_len.
+    R is a multiple of the examples B of `constants` (from `decode_constants`): rows b * K to
+    b * K + K - 1 decode example b (its beams or samples). Equal to the teacher-forced logits at
+    that position given the tokens fed before. Costs one relational-memory step and attention
+    over the cached prefix; pos must stay < max_len.
     """
     pos = cache["pos"]
     max_len = cache["layers"][0]["self_k"].shape[1]
-    e = self.embed(token[:, None], pos[:, None], max_len)  # [B, 1, d]
+    positions = jnp.broadcast_to(pos, token.shape)[:, None]
+    e = self.embed(token[:, None], positions, max_len)  # [R, 1, d]
     new_rm = self.rm.step(cache["rm"], self.embed_drop(e, deterministic=deterministic)[:, 0],
                           deterministic)
     rm_out = new_rm.reshape(new_rm.shape[0], 1, -1)
     x = self.embed_drop(e, deterministic=deterministic)
-    mask = prefix_mask(pos, max_len)
-    new_layers = []
-    for layer, lc in zip(self.decoder_layers, cache["layers"]):
-      x, (k, v) = layer(x, rm_out, (lc["cross_k"], lc["cross_v"]), mask, deterministic,
-                        kv_cache=(lc["self_k"], lc["self_v"]), pos=pos)
-      new_layers.append({**lc, "self_k": k, "self_v": v})
-    logits = self._output(x, rm_out)[:, 0]
-    return logits, {"pos": pos + 1, "rm": new_rm, "layers": tuple(new_layers)}
+    caches = [(lc["self_k"], lc["self_v"]) for lc in cache["layers"]]
+    logits, kvs = self._decode_layers(x, rm_out, constants["mcln"], constants["cross"],
+                                      prefix_mask(pos, max_len), deterministic, caches, pos)
+    layers = tuple({"self_k": k, "self_v": v} for k, v in kvs)
+    return logits[:, 0], {"pos": pos + 1, "rm": new_rm, "layers": layers}

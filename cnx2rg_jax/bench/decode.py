@@ -60,8 +60,9 @@ def _workdir_model(config, workdir: str):
   saved = json.loads(path.read_text(encoding="utf-8"))
   run_config = copy.deepcopy(config)
   with run_config.unlocked():
-    for section in ("model", "data", "train"):
-      run_config[section] = ml_collections.ConfigDict(saved[section])
+    for section in ("model", "data", "train"):  # keys added since the run: this config's
+      run_config[section] = ml_collections.ConfigDict({**config[section].to_dict(),
+                                                       **saved[section]})
   run = trained.load(run_config, workdir, log=lambda line: print(line, file=sys.stderr))
   return run.model, run.variables, run_config.data.crop_size
 
@@ -74,7 +75,7 @@ def bench_decode(config) -> dict:
     mcfg = model.config
   else:
     mcfg = factory.model_config(config.model, vocab_size=b.vocab_size, max_len=max(b.max_lens))
-    model = CNX2RG(mcfg)
+    model = factory.model_of(mcfg)
     variables = factory.random_variables(model, config.data.crop_size, config.seed)
     crop = config.data.crop_size
   rng = np.random.default_rng(config.seed)
@@ -97,7 +98,8 @@ def bench_decode(config) -> dict:
                           "tokens_per_sec": round(batch * max_len / seconds, 1)})
           print(results[-1], flush=True, file=sys.stderr)  # progress; stdout is the JSON line
   return {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-          "model": {"resnet_depth": mcfg.resnet_depth, "d_model": mcfg.d_model,
+          "model": {"architecture": mcfg.architecture,
+                    "resnet_depth": mcfg.resnet_depth, "d_model": mcfg.d_model,
                     "vocab_size": mcfg.vocab_size, "image_size": crop,
                     "num_views": mcfg.num_views, "r2gen_beam_search": mcfg.r2gen_beam_search},
           "workdir": workdir,
