@@ -8,8 +8,19 @@ exactly as evaluation prepares a dataset image (bilinear resize to data.image_si
 normalization), and the trained run's best checkpoint writes the reports by beam search. Lines
 come in input order, to --output or to stdout:
 
-    {"image": path, "report": text, "keywords": {key: 1|0|-1}[, "keyword_probs": {key: p}]}
+    {"image": path, "report": text, "keywords": {key: 1|0|-1}[, "keyword_probs": {key: p}],
+     "ood_score": s, "out_of_distribution": true|false, "trained_on": {...},
+     "checkpoint_step": N[, "warning": sentences]}
     {"image": path, "error": message}
+
+Every report says what the model was trained on ("trained_on", `inference.provenance`) and how
+unlike its training images the image is ("ood_score", `inference.ood`: 1 is a typical held-out
+study; "out_of_distribution" when above the threshold calibrated on val). A run without an OOD
+reference (trained before it existed, or a converted R2Gen checkpoint) gives "ood_score": null,
+"out_of_distribution": null and "ood_unavailable": why. "warning" is there when the model was
+trained on synthetic images or the image is out of distribution; the synthetic warning and the
+missing-reference notice are also printed once on stderr. Outputs are for research, not a
+diagnosis.
 
 A model of several views a study (model.num_views = V > 1: R2Gen's IU X-Ray checkpoints) reads
 studies instead of single files: a study folder, a folder of study folders, or the V files
@@ -42,6 +53,7 @@ import numpy as np
 
 from cnx2rg_jax.data import dataset, image_files, study_files, transforms
 from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.inference import run_facts
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import generate, trained
 
@@ -59,13 +71,15 @@ def preprocess(image: np.ndarray, data) -> np.ndarray:
 
 
 def report_line(path: str, report: str, probs: Optional[np.ndarray],
-                views: Sequence[str] = ()) -> dict:
+                views: Sequence[str] = (), facts: Optional[dict] = None) -> dict:
   """The JSON object of one generated report; `probs` [48] or None to leave them out; `views`,
-  a study's files when the model reads several."""
+  a study's files when the model reads several; `facts`, the run's fields for this image
+  (`RunFacts.line_fields`), appended."""
   line = {"image": path, **({"views": list(views)} if len(views) > 1 else {}),
           "report": report, "keywords": label_report(report).keywords}
   if probs is not None:
     line["keyword_probs"] = {k: round(float(p), 4) for k, p in zip(kw.KEYWORD_KEYS, probs)}
+  line.update(facts or {})
   return line
 
 
@@ -98,6 +112,14 @@ def _open_output(output: str) -> TextIO:
   return open(path, "w", encoding="utf-8")
 
 
+def _card_reason(fields: dict) -> str:
+  """The card's caption of a predicted image: its OOD score and flag."""
+  if fields["ood_score"] is None:
+    return "input (no OOD score)"
+  flag = "; UNLIKE THE TRAINING IMAGES" if fields["out_of_distribution"] else ""
+  return f"input, OOD score {fields['ood_score']:.2f}{flag}"
+
+
 def _prepared(jobs: Sequence[study_files.StudyJob], data):
   """(name, float32 image [crop, crop, 1] (one view) or [V, crop, crop, 1], or None, error or
   None) per study, in order; a preprocessing failure (not expected for a decoded image) stays
@@ -127,13 +149,17 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
         "folders of images, comma-separated)")
     return 2
   run = trained.load(config, workdir, log)
+  facts = run_facts.RunFacts.of(config, workdir, run)
   gen = run.generator
   with_probs = config.train.keyword_weight > 0
   me = jax.process_index()
+  if me == 0:
+    for notice in facts.notices():
+      log(notice)
   out = _open_output(output) if me == 0 else None
   writer = _OrderedWriter(len(jobs), out)
   feed: list[tuple[int, np.ndarray]] = []  # this process's (job index, image) of the batch
-  good = failed = 0  # the same on every process: all of them read every file
+  good = failed = flagged = 0  # the same on every process: all of them read every file
   # For the card: the first card.num_cases (0: all) good images with their reports and ids, on
   # every process (all of them read every file).
   card_rows: dict[int, list] = {}
@@ -144,15 +170,19 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     card_cap = config.card.num_cases
 
   def run_batch() -> None:
+    nonlocal flagged
     batch = np.stack([x for _, x in feed]) if feed else np.zeros(
         run.model.config.image_shape(0, config.data.crop_size), np.float32)
     index = np.asarray([i for i, _ in feed], np.int64)
-    rows, ids, probs, _ = gen.run_batch(run.variables, batch, index)
+    rows, ids, probs, features = gen.run_batch(run.variables, batch, index)
     texts = generate.decode_texts(run.tokenizer, ids)
-    for i, text, p, row_ids in zip(rows.tolist(), texts, probs, ids):
-      writer.put(i, report_line(jobs[i].name, text, p if with_probs else None, jobs[i].paths))
+    for i, text, p, row_ids, fields in zip(rows.tolist(), texts, probs, ids,
+                                           facts.line_fields(features)):
+      flagged += bool(fields["out_of_distribution"])
+      writer.put(i, report_line(jobs[i].name, text, p if with_probs else None, jobs[i].paths,
+                                fields))
       if i in card_rows:
-        card_rows[i] += [text, row_ids]
+        card_rows[i] += [text, row_ids, fields]
     feed.clear()
 
   try:
@@ -176,12 +206,15 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     if out is not None and out is not sys.stdout:
       out.close()
   if me == 0:
-    log(f"predicted {good} reports ({failed} failed) -> {output or 'stdout'}")
+    ood_note = ("" if facts.reference is None else f", {flagged} out of distribution (OOD "
+                f"score above {facts.reference.threshold:.2f})")
+    log(f"predicted {good} reports ({failed} failed{ood_note}) -> {output or 'stdout'}")
   if card_dir and card_rows:
     order = sorted(card_rows)
     build.write_predict_card(
         config, workdir, run, [jobs[i].name for i in order],
         np.stack([card_rows[i][0] for i in order]), [card_rows[i][1] for i in order],
         np.stack([card_rows[i][2] for i in order]), card_dir, config_name=config_name,
-        num_predicted=good, log=log)
+        num_predicted=good, log=log, facts=facts,
+        reasons=[_card_reason(card_rows[i][3]) for i in order])
   return 1 if failed else 0

@@ -11,13 +11,15 @@ from cnx2rg_jax.bench import decode as decode_bench
 from cnx2rg_jax.card import build as card_build
 from cnx2rg_jax.data import bench as data_bench, dataset, keyword_table, vocabulary
 from cnx2rg_jax.evaluation import clinical
+from cnx2rg_jax.inference import ood, run_facts
 from cnx2rg_jax.radgraph import annotations, annotator as radgraph_annotator
 from cnx2rg_jax.radgraph import extractor as radgraph_extractor
 from cnx2rg_jax.radgraph import train as radgraph_train
 from cnx2rg_jax.training import bench_train, checkpoints, evaluate, loop, trained
 from tfds_cncxr import release
 
-MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train", "table1")
+MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train", "table1",
+         "ood_reference")
 
 # Errors that mean "the input is wrong", shown as one paragraph instead of a traceback.
 USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.ReleaseFormatError,
@@ -25,7 +27,7 @@ USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.Release
                radgraph_extractor.CheckpointError, config_checks.ConfigError,
                config_checks.WorkdirError, checkpoints.CheckpointError, loop.NonFiniteLossError,
                PermissionError, IsADirectoryError, NotADirectoryError,
-               sharding.MeshConfigError, card_build.CardError)
+               sharding.MeshConfigError, card_build.CardError, ood.OodError)
 RADGRAPH_MODES = ("train", "eval")
 CARD_MODES = ("eval", "predict")
 
@@ -73,11 +75,13 @@ def run_cn_radgraph(config, workdir: str, mode: str, split: str) -> int:
 
 
 def evaluate_run(config, workdir: str, split: str, card: bool = False, card_dir: str = "",
-                 config_name: str = "") -> dict:
-  """Beam search on `split` with the run's best checkpoint, the baselines beside it; prints the
-  table and writes DIR/eval/; with `card`, also the report card (DIR/eval/<split>_card/, or
+                 config_name: str = "", run=None) -> dict:
+  """Beam search on `split` with the run's best checkpoint (`run`, else loaded), the baselines
+  beside it; prints the table and writes DIR/eval/ (each report line with the run's provenance
+  and the image's OOD score); with `card`, also the report card (DIR/eval/<split>_card/, or
   `card_dir`)."""
-  run = trained.load(config, workdir)
+  run = run or trained.load(config, workdir)
+  facts = run_facts.RunFacts.of(config, workdir, run)
   prepared = dataset.prepare(config.data, dataset.num_views(config),
                              make_annotator=radgraph_annotator.make)
   if split not in prepared.builder.info.splits:
@@ -87,7 +91,8 @@ def evaluate_run(config, workdir: str, split: str, card: bool = False, card_dir:
   labeler = clinical.MemoLabeler(
       clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir))
   ev = evaluate.evaluate_split(run.generator, run.variables, prepared, split, config,
-                               run.tokenizer, labeler, workdir, run.step)
+                               run.tokenizer, labeler, workdir, run.step,
+                               line_fields=facts.line_fields)
   results = ev.results
   print(f"\n{split} split, checkpoint step {run.step} ({run.chosen_by}), clinical pairs by "
         f"{config.eval.clinical_scorer}:\n{evaluate.table(results)}")
@@ -98,7 +103,7 @@ def evaluate_run(config, workdir: str, split: str, card: bool = False, card_dir:
   if card:
     card_build.write_eval_card(config, workdir, split, run, prepared, results, ev.rows,
                                ev.outputs.token_ids, ev.outputs.index, labeler,
-                               config_name=config_name, card_dir=card_dir)
+                               config_name=config_name, card_dir=card_dir, facts=facts)
   return results
 
 
@@ -109,8 +114,11 @@ def train_then_test(config, workdir: str, config_name: str = "") -> int:
   config_checks.write_config(config, workdir)
   print(prepare_data(config, workdir), flush=True)
   loop.train(config, workdir)
+  run = trained.load(config, workdir)
+  # provenance.json and the OOD reference belong to the checkpoint that eval and predict use
+  run_facts.record_run(config, workdir, run)
   evaluate_run(config, workdir, "test", card=bool(config.get("card") and config.card.enabled),
-               config_name=config_name)
+               config_name=config_name, run=run)
   return 0
 
 
@@ -151,6 +159,9 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str,
     if mode == "train":
       return train_then_test(config, workdir, config_name)
     config_checks.check_workdir(config, workdir)
+    if mode == "ood_reference":  # for a run trained (or converted) before DIR/ood/ existed
+      run_facts.record_run(config, workdir, trained.load(config, workdir), keep_provenance=True)
+      return 0
     if mode == "eval":
       evaluate_run(config, workdir, split, card=card, card_dir=card_dir, config_name=config_name)
       return 0

@@ -123,6 +123,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   cd.num_cases = 24  # cases on the card: a third best, a third worst (clinical F1), the rest
   # random (seed); 0 = every case of the split
 
+  # The out-of-distribution score on predictions (cnx2rg_jax/inference/ood.py): distance of an
+  # image's pooled encoder features to its k nearest training studies over the val median.
+  c.ood = od = ml_collections.ConfigDict()
+  od.enabled = True  # --mode=train writes DIR/ood/ (reference features, val threshold)
+  od.k = 5  # nearest training studies averaged
+  od.max_reference = 4096  # training studies kept as the reference (seeded subset), and val
+  # studies calibrated on; float16, so 4,096 x 2,048 features (ResNet-101) are 16 MiB
+  od.quantile = 0.99  # the threshold: this quantile of the val scores
+
   c.mesh = ms = ml_collections.ConfigDict()  # see cnx2rg_jax/sharding.py
   ms.shape = (-1,)  # devices per axis; -1 takes the rest
   ms.axes = ("data",)  # "data" (batch split) and optionally "model" (large matrices split)

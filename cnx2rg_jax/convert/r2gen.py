@@ -27,7 +27,13 @@ threshold, decode.max_len = data.max_tokens = --max_seq_length when given, and d
 --manual_dir, by default the annotation's folder),
 DIR/tokenizer/vocab.json, DIR/checkpoints/0/ (an Orbax train state: the converted weights and a
 fresh optimizer state, step 0), DIR/r2gen_conversion.json (what was converted, from where, and
-the --config overrides an eval needs if the dims differ from configs/r2gen.py).
+the --config overrides an eval needs if the dims differ from configs/r2gen.py), and
+DIR/provenance.json (R2Gen's training set as the annotation names it: `inference.provenance`).
+
+The checkpoint holds no training features, so its predictions have no OOD score
+(`inference.ood`) unless --ood_data=FOLDER names the training data (annotation.json and the
+images, R2Gen's layout): its train split is then built (TFDS, in --data_dir) and encoded by the
+converted model, and DIR/ood/ is written, calibrated on its val split.
 """
 
 from __future__ import annotations
@@ -179,11 +185,38 @@ def write_workdir(workdir: str | os.PathLike, config, tokenizer: WordTokenizer,
     ckpts.save(0, state, force=True)
 
 
+def trained_on(annotation: str, dataset: str, num_train: int, checkpoint: str,
+               epoch: Any) -> dict:
+  """The provenance record (`inference.provenance`) of a converted R2Gen checkpoint."""
+  return {"dataset": f"{dataset} (R2Gen checkpoint)", "config": "release", "build": None,
+          "train_studies": int(num_train), "language": "en", "synthetic": False,
+          "source": f"{os.path.abspath(checkpoint)}, trained by R2Gen on the train split of "
+                    f"{os.path.abspath(annotation)} (epoch {epoch})", "recorded": True}
+
+
+def write_ood_reference(config, workdir: str, ood_data: str, data_dir: str = "") -> str:
+  """DIR/ood/ from the training data in `ood_data` (annotation.json + images): its train split
+  encoded by the converted model, calibrated on its val split; returns the folder."""
+  from cnx2rg_jax.inference import run_facts  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  config = config.copy_and_resolve_references()
+  config.data.manual_dir = ood_data
+  if data_dir:
+    config.data.data_dir = data_dir
+  run = trained.load(config, workdir, log=lambda line: print(line, file=sys.stderr))
+  run_facts.record_run(config, workdir, run, log=lambda line: print(line, file=sys.stderr),
+                       keep_provenance=True)
+  return os.path.join(os.path.abspath(workdir), "ood")
+
+
 def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, workdir: str, *,
             num_heads: int = 8, rm_num_heads: int = 8, allow_pickle: bool = False,
-            manual_dir: Optional[str] = None, max_seq_length: Optional[int] = None) -> dict:
+            manual_dir: Optional[str] = None, max_seq_length: Optional[int] = None,
+            ood_data: Optional[str] = None, data_dir: str = "") -> dict:
   """The whole conversion; returns what r2gen_conversion.json records. `manual_dir` (default:
-  the annotation's folder) is the data.manual_dir that eval runs of the workdir must use."""
+  the annotation's folder) is the data.manual_dir that eval runs of the workdir must use;
+  `ood_data`, a folder of the training data (annotation.json + images) to compute the OOD
+  reference from, built in `data_dir` (default: TFDS's)."""
   if manual_dir is None:
     manual_dir = os.path.dirname(os.path.abspath(annotation))
   ckpt_dir = pathlib.Path(workdir) / "checkpoints"
@@ -221,6 +254,11 @@ def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, work
             "model": {k: v for k, v in dims.items() if not k.startswith("_")},
             "config": f"configs/r2gen.py:{dataset}", "config_overrides": overrides,
             "converted_by": COMMAND}
+  from cnx2rg_jax.inference import provenance  # pylint: disable=import-outside-toplevel
+  provenance.write(workdir, trained_on(annotation, dataset, len(ann["train"]), checkpoint,
+                                       meta["epoch"]), 0, "converted R2Gen checkpoint")
+  record["ood_reference"] = (write_ood_reference(config, workdir, ood_data, data_dir)
+                             if ood_data else None)
   tok.write_json(os.path.join(workdir, "r2gen_conversion.json"), record)
   return record
 
@@ -242,6 +280,13 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--manual_dir", default=None,
                  help="the data folder --mode=eval will read (data.manual_dir; default: the "
                  "annotation's folder)")
+  p.add_argument("--ood_data", default=None,
+                 help="optional: the training data (a folder with annotation.json and the "
+                 "images) to compute the OOD score's reference features from; without it, "
+                 "predictions say the OOD score is unavailable")
+  p.add_argument("--data_dir", default="",
+                 help="where --ood_data's TFDS build goes (default $TFDS_DATA_DIR or "
+                 "~/tensorflow_datasets)")
   p.add_argument("--allow_pickle", action="store_true",
                  help="torch.load(weights_only=False): only for a checkpoint you trust")
   return p
@@ -254,7 +299,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     record = convert(args.checkpoint, args.annotation, args.dataset, args.threshold,
                      args.workdir, num_heads=args.num_heads, rm_num_heads=args.rm_num_heads,
                      allow_pickle=args.allow_pickle, manual_dir=args.manual_dir,
-                     max_seq_length=args.max_seq_length)
+                     max_seq_length=args.max_seq_length, ood_data=args.ood_data,
+                     data_dir=args.data_dir)
   except (FileNotFoundError, ImportError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

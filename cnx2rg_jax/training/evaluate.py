@@ -2,7 +2,9 @@
 them, and the files of DIR/eval/.
 
     DIR/eval/<split>_metrics.json   the model's metrics (DESIGN.md's keys, plus per-keyword ones)
-    DIR/eval/<split>_reports.jsonl  {"id", "prediction", "reference"} one line a report
+    DIR/eval/<split>_reports.jsonl  {"id", "prediction", "reference"} one line a report, plus
+                                    what the caller adds (run.py: the run's provenance and
+                                    each image's OOD score, inference.run_facts)
     DIR/eval/<split>_table.md       the model beside the baselines (--mode=train and eval)
     DIR/eval/<split>_keyword_auroc.json  the keyword head's AUROC per keyword (and macro mean)
 
@@ -150,9 +152,12 @@ def evaluate_with_baselines(generator, variables, prepared, split: str, config, 
 
 def evaluate_split(generator, variables, prepared, split: str, config, tokenizer,
                    labeler: Callable, workdir: str, step: int,
-                   log: Callable[[str], None] = print) -> Evaluation:
+                   log: Callable[[str], None] = print,
+                   line_fields: Optional[Callable[[np.ndarray], list[dict]]] = None
+                   ) -> Evaluation:
   """`evaluate_with_baselines`, also returning the rows and the generator's outputs (what the
-  report card needs)."""
+  report card needs). `line_fields(pooled features [N, D])` gives fields added to each written
+  report line (the rows handed back stay as scored)."""
   start = time.perf_counter()
   texts = dataset.read_split_texts(prepared, split)
   rows, out = generate_split(generator, variables, prepared, split, config.data, tokenizer,
@@ -171,7 +176,9 @@ def evaluate_split(generator, variables, prepared, split: str, config, tokenizer
       results[name] = metrics_of(b_rows, labeler, meteor)
   if jax.process_index() != 0:  # every process computed the same rows; one writes them
     return Evaluation(results, rows, out)
-  folder = write_split(workdir, split, results["CN-X2RG"], rows)
+  written = rows if line_fields is None else [
+      {**r, **f} for r, f in zip(rows, line_fields(out.features))]
+  folder = write_split(workdir, split, results["CN-X2RG"], written)
   if config.eval.baselines:
     (folder / f"{split}_baselines.json").write_text(
         json.dumps({k: v for k, v in results.items() if k != "CN-X2RG"}, ensure_ascii=False,
