@@ -160,7 +160,8 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str,
       return train_then_test(config, workdir, config_name)
     config_checks.check_workdir(config, workdir)
     if mode == "ood_reference":  # for a run trained (or converted) before DIR/ood/ existed
-      run_facts.record_run(config, workdir, trained.load(config, workdir), keep_provenance=True)
+      run_facts.record_run(config, workdir, trained.load(config, workdir), keep_provenance=True,
+                           with_ood=True)
       return 0
     if mode == "eval":
       evaluate_run(config, workdir, split, card=card, card_dir=card_dir, config_name=config_name)

@@ -273,7 +273,9 @@ def test_older_workdir_predicts_with_null_score_then_gets_a_reference(ood_run, t
     assert line["trained_on"]["recorded"] is False and line["trained_on"]["synthetic"]
     assert line["report"] == ood_run["lines"][pathlib.Path(line["image"]).name]["report"]
   assert len([x for x in log if x.startswith("notice:")]) == 1
-  assert run_lib.main(config, workdir=str(old), mode="ood_reference", split="test", images=[],
+  asked = config.copy_and_resolve_references()
+  asked.ood.enabled = False  # that switch is for training; asking for a reference makes one
+  assert run_lib.main(asked, workdir=str(old), mode="ood_reference", split="test", images=[],
                       output="") == 0
   facts = run_facts.RunFacts.of(config, str(old), ood_run["run"])
   assert facts.reference is not None and facts.reference.num_train == 42

@@ -205,7 +205,7 @@ def write_ood_reference(config, workdir: str, ood_data: str, data_dir: str = "")
     config.data.data_dir = data_dir
   run = trained.load(config, workdir, log=lambda line: print(line, file=sys.stderr))
   run_facts.record_run(config, workdir, run, log=lambda line: print(line, file=sys.stderr),
-                       keep_provenance=True)
+                       keep_provenance=True, with_ood=True)
   return os.path.join(os.path.abspath(workdir), "ood")
 
 

@@ -83,17 +83,17 @@ class RunFacts:
 
 
 def record_run(config, workdir: str, run, prepared: Optional[dataset.PreparedDataset] = None,
-               log: Callable[[str], None] = print, keep_provenance: bool = False
-               ) -> Optional[ood.Reference]:
-  """DIR/provenance.json and (with ood.enabled) DIR/ood/ for `run`, the checkpoint evaluation
-  and prediction use; returns the OOD reference written (None when ood.enabled is false).
+               log: Callable[[str], None] = print, keep_provenance: bool = False,
+               with_ood: Optional[bool] = None) -> Optional[ood.Reference]:
+  """DIR/provenance.json and DIR/ood/ (when `with_ood`, by default ood.enabled) for `run`, the
+  checkpoint evaluation and prediction use; returns the OOD reference written (or None).
   `keep_provenance` leaves an existing provenance.json alone (a converted checkpoint's says
   more than the data read here)."""
   if prepared is None:
     prepared = dataset.prepare(config.data, dataset.num_views(config))
   if not (keep_provenance and provenance.read(workdir)):
     provenance.write(workdir, provenance.trained_on(config, prepared), run.step, run.chosen_by)
-  if not config.ood.enabled:
+  if not (config.ood.enabled if with_ood is None else with_ood):
     return None
   reference, val_scores = ood.compute(config, run, prepared, log)
   folder = ood.save(workdir, reference, val_scores)
