@@ -161,7 +161,7 @@ def test_convert_writes_a_workdir(vocab, tmp_path, monkeypatch):
   assert config.data.manual_dir == str(tmp_path)  # the annotation's folder by default
   config_checks.check_workdir(config, str(workdir))  # what --mode=eval checks first
   # --mode=bench_decode with bench.workdir loads it as --mode=eval does (training.trained).
-  from cnx2rg_jax import bench  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.bench import decode as bench  # pylint: disable=import-outside-toplevel
   from configs import bench_decode  # pylint: disable=import-outside-toplevel
   model, variables, crop = bench._workdir_model(  # pylint: disable=protected-access
       bench_decode.get_config(), str(workdir))

@@ -254,7 +254,7 @@ def test_card_shows_the_views_side_by_side(iu):
 
 
 def test_bench_decode_runs_the_two_view_workdir(iu):
-  from cnx2rg_jax import bench  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.bench import decode as bench  # pylint: disable=import-outside-toplevel
   from configs import bench_decode  # pylint: disable=import-outside-toplevel
   config = bench_decode.get_config()
   b = config.bench
