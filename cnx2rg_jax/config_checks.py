@@ -83,6 +83,9 @@ def check(config) -> None:
       ("data.name", *_one_of(("synthetic", "release"))),
       ("data.num_examples", lambda v: v >= 10, "at least 10 (each split needs examples)"),
       ("data.image_size", lambda v: v >= 32, "at least 32 pixels"),
+      ("data.stored_image_size", lambda v: v in (-1, 0) or v >= config.data.image_size,
+       f"-1 (data.image_size), 0 (the files' own size) or at least data.image_size "
+       f"({config.data.image_size}): images are never upsampled"),
       ("data.crop_size", lambda v: 32 <= v <= config.data.image_size,
        f"between 32 and data.image_size ({config.data.image_size})"),
       ("data.normalization", *_one_of(("zscore", "imagenet"))),
@@ -144,6 +147,7 @@ def check(config) -> None:
       ("train.lr_end_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
       ("train.warmup_steps", *_NONNEG), ("train.weight_decay", *_NONNEG),
       ("train.clip_value", *_NONNEG), ("train.keyword_weight", *_NONNEG),
+      ("train.length_buckets", *_POS),
       ("train.adam_b1", lambda v: 0 <= v < 1, "in [0, 1)"),
       ("train.adam_b2", lambda v: 0 <= v < 1, "in [0, 1)"), ("train.adam_eps", *_POS_FLOAT),
       ("decode.mbr_keyword_weight", lambda v: v == 0 or config.train.keyword_weight > 0,

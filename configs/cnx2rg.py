@@ -38,6 +38,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.num_shards = 4  # array_record shards per split
   d.build_workers = 2  # processes rendering synthetic images
   d.image_size = 256  # resize (the paper, Sect. 5.1)
+  # The side a release build stores its images at, resized once at build time so that training
+  # never decodes a full-size radiograph: -1 = data.image_size (the training resize, exactly as
+  # resizing at read time); 0 = as the files are (then every read decodes and resizes them)
+  d.stored_image_size = -1
   d.crop_size = 224  # random crop for training, center crop for evaluation
   d.normalization = "zscore"  # "zscore" per image (the paper) | "imagenet"
   d.max_tokens = 100  # bos + report tokens + eos, padded
@@ -163,6 +167,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   tr.adam_b1, tr.adam_b2 = 0.9, 0.999  # torch Adam's betas (R2Gen's; R2GenCMN: 0.9, 0.98)
   tr.adam_eps = 1e-8  # torch Adam's eps (R2Gen's; R2GenCMN: 1e-9)
   tr.keyword_weight = 0.0  # lambda of the keyword BCE (the paper's auxiliary loss; 0 = off)
+  # Each batch's report tokens are cut to the smallest of this many lengths (evenly up to
+  # data.max_tokens) that holds its longest report: one compiled step per length (1 = off)
+  tr.length_buckets = 4
 
   c.bench = b = ml_collections.ConfigDict()
   b.input_batches = 100  # batches timed by --mode=bench_input, after b.input_warmup

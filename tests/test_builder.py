@@ -212,7 +212,8 @@ def test_english_release_is_cleaned_the_r2gen_way(tmp_path):
   config.data.name, config.data.manual_dir = "release", str(root)
   config.data.language, config.data.english_style = "en", "iu_xray"
   prepared = dataset.prepare(config.data)
-  assert prepared.builder.builder_config.name == "release_en_iu_xray_split0"
+  # stored at the training resize, data.image_size
+  assert prepared.builder.builder_config.name == "release_en_iu_xray_split0_px256"
   texts = dataset.read_split_texts(prepared, "train")
   assert texts.reports[0] == english.clean_report_iu_xray(raw)
   assert texts.reports[0] == "the heart is normal in size . no pleural effusion or pneumothorax ."

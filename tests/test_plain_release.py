@@ -108,7 +108,8 @@ def test_made_labels_and_graphs_given_ones_win_and_counts(release):
   ann, given_dir, _, data_dir = release
   c = _paper_config(data_dir, given_dir)
   prepared = dataset.prepare(c.data)
-  assert prepared.builder.builder_config.name == "release"  # the labeler: zh's default
+  # the labeler (zh's default), images stored at the training resize
+  assert prepared.builder.builder_config.name == f"release_px{c.data.image_size}"
   meta = prepared.builder.info.metadata["annotation"]
   assert meta["annotator"] == "labeler"
   for split in dataset.SPLITS:
@@ -189,7 +190,8 @@ def test_unlabelled_build_refuses_what_needs_labels(release, tmp_path):
   _, _, plain_dir, data_dir = release
   c = _paper_config(data_dir, plain_dir, annotate="none")
   prepared = dataset.prepare(c.data)
-  assert prepared.builder.builder_config.name == "release_annotnone"  # never the labeler's
+  # never the labeler's build
+  assert prepared.builder.builder_config.name == f"release_annotnone_px{c.data.image_size}"
   texts = dataset.read_split_texts(prepared, "train")
   assert not texts.has_keyword_labels.any()
   meta = prepared.builder.info.metadata["annotation"]["splits"]["train"]
@@ -238,7 +240,7 @@ def test_cn_radgraph_annotator_is_its_own_build(release, tmp_path):
   c = _paper_config(data_dir, given_dir, annotate="cn_radgraph", cn_radgraph_dir=str(model))
   prepared = dataset.prepare(c.data, make_annotator=make)
   name = prepared.builder.builder_config.name
-  assert name == f"release_annotcnradgraph{fingerprint[:12]}" and calls == [str(model)]
+  assert name == f"release_annotcnradgraph{fingerprint[:12]}_px40" and calls == [str(model)]
   raw = {e["id"]: e for e in ann["val"]}
   for r in _records(prepared, "val"):
     read = label_report(raw[_text(r["id"])]["report"])

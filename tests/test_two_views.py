@@ -21,7 +21,7 @@ import tfds_cncxr
 from cnx2rg_jax import predict, run as run_lib
 from cnx2rg_jax.card import attention
 from cnx2rg_jax.convert import r2gen as conv
-from cnx2rg_jax.data import dataset, pipeline, study_files
+from cnx2rg_jax.data import dataset, images, pipeline, study_files
 from cnx2rg_jax.text.word_vocab import WordTokenizer
 from cnx2rg_jax.training import generate, trained
 from tfds_cncxr import release
@@ -102,7 +102,7 @@ def iu(tmp_path_factory):
 def test_release_build_stores_both_views(iu):
   prepared = dataset.prepare(iu["config"].data, 2)
   assert prepared.num_views == 2
-  assert prepared.builder.builder_config.name == "release_en_iu_xray_split0_views2"
+  assert prepared.builder.builder_config.name == "release_en_iu_xray_split0_views2_px224"
   source = prepared.source("test")
   assert len(source) == SPLITS["test"]
   for i in range(len(source)):
@@ -110,7 +110,9 @@ def test_release_build_stores_both_views(iu):
     sid = record["id"].decode() if isinstance(record["id"], bytes) else record["id"]
     for v, key in enumerate(tfds_cncxr.image_keys(2)):
       stored = np.asarray(Image.open(io.BytesIO(record[key])))
-      want = np.asarray(Image.open(iu["root"] / "images" / sid / f"{v}.png"))
+      # the file at the training resize (the build stores it so)
+      want = images.resize_gray(np.asarray(Image.open(iu["root"] / "images" / sid / f"{v}.png")),
+                                iu["config"].data.image_size)
       np.testing.assert_array_equal(stored, want)
   assert tfds_cncxr.release_config(language="en", english_style="iu_xray").name == \
       "release_en_iu_xray_split0"  # one-view builds keep their names (and earlier builds)

@@ -24,6 +24,7 @@ from tensorflow_datasets.core.utils import shard_utils
 
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
+from cnx2rg_jax.data import images
 from tfds_cncxr import annotate, release
 from tfds_cncxr.synthetic import generate as synthetic
 
@@ -47,7 +48,10 @@ class CncxrConfig(tfds.core.BuilderConfig):
   TFDS caches a build under data_dir/cncxr/<name>/<version>.
 
   source: "synthetic" or "release".
-  num_examples, seed, image_size: the synthetic set's size, seed and image side in pixels.
+  num_examples, seed: the synthetic set's size and seed.
+  image_size: the stored image side in pixels: the synthetic set renders at it; a release
+    stores each image resized to it (images.resize_gray, the pipeline's own resize, so that
+    training never decodes a full-size radiograph), or as the files are when 0.
   language: "zh" (Chinese reports) or "en" (R2Gen-format IU X-Ray / MIMIC-CXR annotations).
     Reports are stored raw; the language, recorded in the dataset metadata, selects cleaning and
     segmentation when the reports are tokenized (R2Gen's English cleaning for "en").
@@ -137,9 +141,10 @@ def default_annotator(language: str) -> str:
 def release_config(language: str = "zh", english_style: str = "mimic_cxr",
                    skip_bad_examples: bool = False, split_seed: int = 0,
                    num_views: int = 1, annotate_with: Optional[str] = None,
-                   annotator_id: str = "") -> CncxrConfig:
+                   annotator_id: str = "", image_size: int = 0) -> CncxrConfig:
   """A release config whose name encodes its parameters; `annotate_with` is an
-  annotate.ANNOTATORS name (None: `default_annotator(language)`)."""
+  annotate.ANNOTATORS name (None: `default_annotator(language)`); `image_size` the stored side
+  (0: the files' own size)."""
   annotate_with = annotate_with or default_annotator(language)
   name = "release"
   if (language, english_style, skip_bad_examples, split_seed) != ("zh", "mimic_cxr", False, 0):
@@ -150,10 +155,12 @@ def release_config(language: str = "zh", english_style: str = "mimic_cxr",
   if annotate_with != default_annotator(language):
     name += f"_annot{annotate_with.replace('_', '')}" + (
         f"{annotator_id[:12]}" if annotator_id else "")
+  if image_size:
+    name += f"_px{image_size}"
   return _REGISTERED.get(name) or CncxrConfig(name=name, source="release", language=language,
                      english_style=english_style, skip_bad_examples=skip_bad_examples,
                      split_seed=split_seed, num_views=num_views, annotate=annotate_with,
-                     annotator_id=annotator_id,
+                     annotator_id=annotator_id, image_size=image_size,
                      description="A CN-CXR release read from manual_dir.")
 
 
@@ -178,7 +185,8 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "First release: release folders and the synthetic set.",
                    "1.1.0": "Release entries without keyword labels or graphs get them from the "
                             "config's annotator (tfds_cncxr/annotate.py); metadata['annotation'] "
-                            "counts their sources per split."}
+                            "counts their sources per split. Release images are stored resized "
+                            "to the config's image_size (0: as the files are)."}
   BUILDER_CONFIGS = [release_config(), synthetic_config()]
   _REGISTERED.update((c.name, c) for c in BUILDER_CONFIGS)
   DEFAULT_CONFIG_NAME = "synthetic"
@@ -298,7 +306,7 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     for entry in entries:
       try:
-        images = [release.encode_png(release.load_grayscale(path, entry=entry))
+        images = [release.encode_png(_stored_image(release.load_grayscale(path, entry=entry), cfg.image_size))
                   for path in entry.image_paths[:cfg.num_views]]
       except release.BadExampleError as e:
         if not cfg.skip_bad_examples:
@@ -326,6 +334,10 @@ class Cncxr(tfds.core.GeneratorBasedBuilder):
           "has_graph": entry.entities is not None,
           "findings": [],
       }
+
+
+def _stored_image(image: np.ndarray, size: int) -> np.ndarray:
+  return images.resize_gray(image, size) if size else image
 
 
 def _with_keyword(entity: dict, report: str) -> dict:

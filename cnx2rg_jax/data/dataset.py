@@ -32,6 +32,11 @@ def builder_config(data, num_views: int = 1) -> tfds_cncxr.CncxrConfig:
       raise DataConfigError(f"model.num_views={num_views}, but the synthetic CN-CXR has one view "
                             "a study; use model.num_views=1, or data.name='release' with a folder "
                             "whose entries list that many images")
+    if data.image_size > data.synthetic_image_size:
+      raise DataConfigError(
+          f"data.image_size={data.image_size} is larger than the synthetic images' stored side "
+          f"data.synthetic_image_size={data.synthetic_image_size}; images are never upsampled. "
+          "Lower data.image_size or raise data.synthetic_image_size")
     return tfds_cncxr.synthetic_config(num_examples=data.num_examples, seed=data.synthetic_seed,
                                        image_size=data.synthetic_image_size)
   if data.name == "release":
@@ -42,10 +47,17 @@ def builder_config(data, num_views: int = 1) -> tfds_cncxr.CncxrConfig:
         fingerprint = annotate.model_fingerprint(data.cn_radgraph_dir)
       except FileNotFoundError as e:
         raise DataConfigError(f"data.annotate='cn_radgraph': {e}") from None
+    stored = data.image_size if data.stored_image_size < 0 else data.stored_image_size
+    if stored and data.image_size > stored:
+      raise DataConfigError(
+          f"data.image_size={data.image_size} is larger than the release build's stored side "
+          f"data.stored_image_size={stored}; images are never upsampled. Set "
+          "data.stored_image_size=-1 (the training resize) or 0 (the files' own size)")
     return tfds_cncxr.release_config(language=data.language, english_style=data.english_style,
                                      skip_bad_examples=data.skip_bad_examples,
                                      split_seed=data.split_seed, num_views=num_views,
-                                     annotate_with=annotator, annotator_id=fingerprint)
+                                     annotate_with=annotator, annotator_id=fingerprint,
+                                     image_size=stored)
   raise DataConfigError(f"data.name={data.name!r} is not a dataset; use 'synthetic' (the embedded "
                         "synthetic CN-CXR) or 'release' with data.manual_dir=<folder>")
 

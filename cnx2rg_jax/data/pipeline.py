@@ -12,6 +12,10 @@ same batches, and an iterator restored from `get_state()` continues with exactly
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import threading
+import time
 from typing import Any, Sequence
 
 import grain
@@ -110,6 +114,38 @@ def make_transform(data, tokenizer, report_cleaner: str,
       phrase_bank=bank, num_views=num_views)
 
 
+WATCH_PARENT_SECONDS = 1.0
+
+
+def _parent_alive(pid: int) -> bool:
+  """Whether process `pid` still runs (a zombie, killed but not yet reaped, does not)."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+  except FileNotFoundError:
+    return False
+  except OSError:  # no /proc (not Linux): signal 0 tests existence
+    try:
+      os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+      return False
+    return True
+
+
+def exit_with_parent(parent_pid: int, worker_index: int, worker_count: int) -> None:
+  """grain worker_init_fn: a daemon thread ends this worker process once the process that
+  started the pipeline is gone, so a training process killed by SIGKILL leaves no input
+  workers behind (grain stops them only on a clean exit)."""
+  del worker_index, worker_count
+
+  def watch():
+    while _parent_alive(parent_pid):
+      time.sleep(WATCH_PARENT_SECONDS)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.read_threads,
                                             prefetch_buffer_size=data.prefetch))
@@ -118,7 +154,8 @@ def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
     # parsed them, so take their defaults.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers),
+                        worker_init_fn=functools.partial(exit_with_parent, os.getpid()))
   return it
 
 

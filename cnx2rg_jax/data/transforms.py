@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from cnx2rg_jax.data import graph_augment
+from cnx2rg_jax.data.images import resize_gray  # noqa: F401  (predict resizes through here)
 from cnx2rg_jax.text import cleaning, english, tokenizer as tokenizer_lib
 from tfds_cncxr.cncxr import image_keys
 
@@ -27,20 +28,9 @@ NORMALIZATIONS = ("zscore", "imagenet")
 Z_SCORE_EPS = 1e-6
 
 
-def resize_gray(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8 (H, W) -> uint8 (size, size) by PIL's bilinear resize; returned as is when already
-  that size. The one resize of the project, shared by the dataset pipeline (`decode_resize`) and
-  --mode=predict, so that a user's image is scaled exactly as the training images were."""
-  if image.dtype != np.uint8 or image.ndim != 2:
-    raise ValueError(f"expected a 2-D uint8 gray image, got {image.dtype} {image.shape}")
-  if image.shape == (size, size):
-    return image
-  resized = Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR)
-  return np.asarray(resized, dtype=np.uint8)
-
-
 def decode_resize(png: bytes, size: int) -> np.ndarray:
-  """PNG bytes -> uint8 (size, size) image, bilinear-resized when the stored size differs."""
+  """PNG bytes -> uint8 (size, size) image, bilinear-resized when the stored size differs (a
+  release build stores images at the training resize already: images.resize_gray)."""
   with Image.open(io.BytesIO(png)) as im:
     return resize_gray(np.asarray(im.convert("L"), dtype=np.uint8), size)
 

@@ -28,7 +28,7 @@ from cnx2rg_jax.radgraph import annotator as radgraph_annotator
 from cnx2rg_jax.training import checkpoints as ckpt_lib
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.training import evaluate, generate, metrics_io, optimizer
-from cnx2rg_jax.training import state as state_lib, steps
+from cnx2rg_jax.training import length_buckets, state as state_lib, steps
 
 
 class NonFiniteLossError(RuntimeError):
@@ -110,9 +110,18 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   shapes = {"image": (global_bs, image, image, 1), "report_tokens": (global_bs, num_tokens + 1),
             "report_mask": (global_bs, num_tokens + 1), "keyword_labels": (global_bs, 48),
             "has_keyword_labels": (global_bs,)}
-  step_fn = steps.make_train_step(model, tx, mesh, shardings, shapes,
-                                  keyword_weight=tr.keyword_weight, dropout_seed=config.seed + 1,
-                                  lr_fn=schedules["rest"])
+  buckets = length_buckets.bucket_lengths(config.data.max_tokens, tr.length_buckets)
+  step_fns: dict[int, Callable] = {}  # one compiled step per token length
+
+  def step_fn_for(length: int, state, batch) -> Callable:
+    if length not in step_fns:
+      cut_shapes = {**shapes, **{k: (global_bs, length) for k in length_buckets.TOKEN_KEYS}}
+      fn = steps.make_train_step(model, tx, mesh, shardings, cut_shapes,
+                                 keyword_weight=tr.keyword_weight, dropout_seed=config.seed + 1,
+                                 lr_fn=schedules["rest"])
+      step_fns[length] = distributed.compiled_together(fn, state, batch)
+    return step_fns[length]
+
   writer = metrics_io.SummaryWriter(str(workdir_path / "events"),
                                     enabled=jax.process_index() == 0)
   validate = None
@@ -125,10 +134,11 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   try:
     for step in range(start, tr.num_steps):
       local = next(data_iter)
-      batch = sharding.global_batch({k: local[k] for k in shapes}, mesh)
-      if step == start:
-        step_fn = distributed.compiled_together(step_fn, state, batch)
-      state, metrics = step_fn(state, batch)
+      length = length_buckets.agreed(length_buckets.choose(
+          buckets, length_buckets.needed_length(local["report_mask"])))
+      batch = sharding.global_batch(length_buckets.cut({k: local[k] for k in shapes}, length),
+                                    mesh)
+      state, metrics = step_fn_for(length, state, batch)(state, batch)
       pending.append((step + 1, metrics))
       done = step + 1
       if done % tr.log_every == 0 or done == tr.num_steps:
