@@ -157,3 +157,29 @@ def test_configs_and_checks():
     factory.model_config({"architecture": "x"}, vocab_size=5, max_len=4)
   with pytest.raises(ValueError, match="cmm_dim"):
     _model_and_variables(dataclasses.replace(TINY, cmm_dim=8))
+
+
+def test_flop_count_against_xla():
+  """models/flops.py's R2GenCMN parts against XLA's count of the lowered HLO (batch 1)."""
+  from cnx2rg_jax.models import flops  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.models.cmn import CMNTransformer  # pylint: disable=import-outside-toplevel
+  cfg = dataclasses.replace(TINY, d_model=64, d_ff=64, cmm_dim=64, cmm_size=256, cmn_topk=8)
+  n, t = 10, 12
+
+  def xla(module, *shapes, method=None):
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) if len(s) != 2 or s[1] != t
+            else jax.ShapeDtypeStruct(s, jnp.int32) for s in shapes]
+    variables = jax.eval_shape(module.init, jax.random.key(0), *args)
+    cost = jax.jit(lambda v, *a: module.apply(v, *a, method=method)).lower(
+        variables, *args).cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+  memory = CrossModalMemory(cfg.cmm_size, cfg.d_model, cfg.num_heads, cfg.cmn_topk)
+  assert flops.cmn_memory_flops(n, cfg.cmm_size, 64, 8) == pytest.approx(
+      xla(memory, (1, n, 64)), rel=0.03)
+  parts = flops.forward_flops(cfg, 64, t)  # 64 pixels: 4 patches
+  assert "relational_memory" not in parts
+  want = sum(v for k, v in parts.items() if k not in ("resnet", "keyword_head"))
+  # the transformer alone: visual tokens [1, 4, d_vf] and t tokens
+  got = xla(CMNTransformer(cfg), (1, 4, cfg.d_vf), (1, t))
+  assert want == pytest.approx(got, rel=0.05)

@@ -18,6 +18,11 @@ dims). Teacher forcing over T tokens with N visual tokens:
                  2 * 2 * N * d (scores, mix); feed-forward 2 * 2 * d * d_ff; plus, per example,
                  the cross keys and values 2 * 2 * N * d * d
   logits         2 * T * d * vocab
+R2GenCMN (model.architecture="cmn", models/cmn.py) has no relational memory and plain norms (no
+MCLN MLPs in its decoder layers); its cross-modal memory of M rows, top k, costs per call on R
+features (the visual tokens, then the tokens): the memory's keys and values 2 * 2 * M * d * d,
+queries and output 2 * 2 * R * d * d, scores against every row 2 * R * M * d, the mix of the
+k kept rows 2 * R * k * d.
 
 A training step costs 3x the forward pass (the backward pass is twice the forward), except the
 frozen prompt encoder, whose forward pass is counted once. `tests/test_flops.py` checks each
@@ -94,8 +99,15 @@ def memory_step_flops(slots: int, d: int) -> int:
           + 2 * (slots + 1) * d * 2 * d)
 
 
-def decoder_layer_flops(t: int, n: int, d: int, d_ff: int, slots: int) -> int:
-  per_token = (3 * 2 * 2 * (slots * d * d + d * d)  # MCLN MLPs
+def cmn_memory_flops(rows: int, cmm_size: int, d: int, topk: int) -> int:
+  """R2GenCMN's memory querying and responding for `rows` features (one call)."""
+  return 2 * 2 * cmm_size * d * d + rows * (2 * 2 * d * d + 2 * cmm_size * d + 2 * topk * d)
+
+
+def decoder_layer_flops(t: int, n: int, d: int, d_ff: int, slots: int,
+                        conditional: bool = True) -> int:
+  """One decoder layer; `conditional=False`: plain norms (R2GenCMN's), no MCLN MLPs."""
+  per_token = (3 * 2 * 2 * (slots * d * d + d * d) * conditional  # MCLN MLPs
                + 2 * 4 * d * d + 2 * 2 * t * d  # self-attention
                + 2 * 2 * d * d + 2 * 2 * n * d  # cross-attention (q, out; scores, mix)
                + 2 * 2 * d * d_ff)
@@ -116,6 +128,12 @@ def forward_flops(cfg: ModelConfig, image_size: int, num_tokens: int) -> dict[st
                                                               cfg.rm_num_slots),
       "logits": 2 * t * d * cfg.vocab_size,
   }
+  if cfg.architecture == "cmn":
+    del parts["relational_memory"]
+    parts["cross_modal_memory"] = (cmn_memory_flops(n, cfg.cmm_size, d, cfg.cmn_topk)
+                                   + cmn_memory_flops(t, cfg.cmm_size, d, cfg.cmn_topk))
+    parts["decoder"] = cfg.num_decoder_layers * decoder_layer_flops(t, n, d, cfg.d_ff, 0,
+                                                                    conditional=False)
   return parts
 
 
