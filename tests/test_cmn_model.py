@@ -183,3 +183,17 @@ def test_flop_count_against_xla():
   # the transformer alone: visual tokens [1, 4, d_vf] and t tokens
   got = xla(CMNTransformer(cfg), (1, 4, cfg.d_vf), (1, t))
   assert want == pytest.approx(got, rel=0.05)
+
+
+def test_the_cards_attention_maps_read_the_cross_attention():
+  """card/attention.py reads the last decoder layer's cross-attention of a CMN model too: one
+  weight per visual patch, summing to 1 (no prompt tokens)."""
+  from cnx2rg_jax.card import attention  # pylint: disable=import-outside-toplevel
+  model, variables = _model_and_variables()
+  images = jnp.asarray(np.random.default_rng(6).normal(size=(2, 64, 64, 1)), jnp.float32)
+  tokens = jnp.asarray(np.random.default_rng(7).integers(1, VOCAB, (2, 5)), jnp.int32)
+  k = attention.num_patches(model, variables, 64)
+  maps, share = jax.jit(attention.attention_fn(model, k))(variables, images, tokens)
+  assert maps.shape == (2, 5, k) == (2, 5, 4)
+  np.testing.assert_allclose(np.asarray(share), 1.0, atol=1e-5)
+  assert np.asarray(maps).std() > 0  # not a uniform placeholder
