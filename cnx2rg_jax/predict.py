@@ -53,7 +53,7 @@ import numpy as np
 
 from cnx2rg_jax.data import dataset, image_files, study_files, transforms
 from cnx2rg_jax.evaluation.labeler import label_report
-from cnx2rg_jax.inference import run_facts
+from cnx2rg_jax.inference import ood, run_facts
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import generate, trained
 
@@ -114,25 +114,27 @@ def _open_output(output: str) -> TextIO:
 
 def _card_reason(fields: dict) -> str:
   """The card's caption of a predicted image: its OOD score and flag."""
-  if fields["ood_score"] is None:
-    return "input (no OOD score)"
   flag = "; UNLIKE THE TRAINING IMAGES" if fields["out_of_distribution"] else ""
+  flag = "; BLANK IMAGE" if fields.get("blank_image") else flag
+  if fields["ood_score"] is None:
+    return f"input (no OOD score){flag}"
   return f"input, OOD score {fields['ood_score']:.2f}{flag}"
 
 
 def _prepared(jobs: Sequence[study_files.StudyJob], data):
   """(name, float32 image [crop, crop, 1] (one view) or [V, crop, crop, 1], or None, error or
-  None) per study, in order; a preprocessing failure (not expected for a decoded image) stays
-  with its study like a read failure."""
+  None, blank) per study, in order; a preprocessing failure (not expected for a decoded image)
+  stays with its study like a read failure. `blank`: a view holds no picture (`ood.is_blank`)."""
   for job, images, error in study_files.read_studies(jobs):
     if error is not None:
-      yield job.name, None, error
+      yield job.name, None, error, False
       continue
     try:
-      yield job.name, transforms.study_input([preprocess(image, data) for image in images]), None
+      yield (job.name, transforms.study_input([preprocess(image, data) for image in images]),
+             None, ood.is_blank(images))
     except Exception as e:  # noqa: BLE001
       yield job.name, None, str(image_files.ImageReadError(job.name,
-                                                           f"{type(e).__name__}: {e}"))
+                                                           f"{type(e).__name__}: {e}")), False
 
 
 def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
@@ -160,6 +162,7 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
   writer = _OrderedWriter(len(jobs), out)
   feed: list[tuple[int, np.ndarray]] = []  # this process's (job index, image) of the batch
   good = failed = flagged = 0  # the same on every process: all of them read every file
+  blank: dict[int, bool] = {}  # job index -> a view is blank; every process knows every job
   # For the card: the first card.num_cases (0: all) good images with their reports and ids, on
   # every process (all of them read every file).
   card_rows: dict[int, list] = {}
@@ -176,8 +179,8 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     index = np.asarray([i for i, _ in feed], np.int64)
     rows, ids, probs, features = gen.run_batch(run.variables, batch, index)
     texts = generate.decode_texts(run.tokenizer, ids)
-    for i, text, p, row_ids, fields in zip(rows.tolist(), texts, probs, ids,
-                                           facts.line_fields(features)):
+    fields_of = facts.line_fields(features, [blank.pop(i, False) for i in rows.tolist()])
+    for i, text, p, row_ids, fields in zip(rows.tolist(), texts, probs, ids, fields_of):
       flagged += bool(fields["out_of_distribution"])
       writer.put(i, report_line(jobs[i].name, text, p if with_probs else None, jobs[i].paths,
                                 fields))
@@ -186,13 +189,14 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     feed.clear()
 
   try:
-    for i, (path, image, error) in enumerate(_prepared(jobs, config.data)):
+    for i, (path, image, error, is_blank) in enumerate(_prepared(jobs, config.data)):
       if error is not None:
         failed += 1
         if me == 0:
           log(error)
         writer.put(i, {"image": path, "error": error})
         continue
+      blank[i] = is_blank
       if card_dir and (card_cap == 0 or len(card_rows) < card_cap):
         card_rows[i] = [image]
       if (good % gen.batch_size) // gen.local_batch == me:  # this process's slot
@@ -207,7 +211,7 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
       out.close()
   if me == 0:
     ood_note = ("" if facts.reference is None else f", {flagged} out of distribution (OOD "
-                f"score above {facts.reference.threshold:.2f})")
+                f"score above {facts.reference.threshold:.2f}, or blank)")
     log(f"predicted {good} reports ({failed} failed{ood_note}) -> {output or 'stdout'}")
   if card_dir and card_rows:
     order = sorted(card_rows)

@@ -186,6 +186,20 @@ def test_other_kinds_are_flagged(ood_run):
       assert "unlike the images the model was trained on" in lines[n]["warning"]
       assert lines[n]["report"] is not None  # flagged lines keep their report
   assert sum(flagged["other seed as drawn"]) <= 1, flagged["other seed as drawn"]
+  # Blank images are flagged by the contrast check too (the demo model's features alone do not
+  # flag them: README), and only they.
+  for kind in names:
+    for n in names[kind]:
+      assert lines[n].get("blank_image", False) is (kind == "blank"), n
+      assert (ood.BLANK_WARNING in lines[n]["warning"]) is (kind == "blank"), n
+
+
+def test_blank_is_a_view_without_contrast():
+  flat = np.full((20, 20), 90, np.uint8)
+  faint = flat.copy()
+  faint[::2] += 2  # std exactly 1 gray level: a picture, however faint
+  assert ood.is_blank([flat]) and not ood.is_blank([faint])
+  assert ood.is_blank([faint, flat])  # a study with one blank view
 
 
 def test_same_pixels_same_score_png_and_dicom(ood_run):

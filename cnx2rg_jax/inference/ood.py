@@ -200,6 +200,18 @@ def flag_fields(reference: Optional[Reference], score: Optional[float],
           "out_of_distribution": bool(score > reference.threshold)}
 
 
+# A view whose gray levels vary less than this (of 0..255) holds no picture: the per-image
+# z-score makes it all zeros, and the feature score alone need not flag it (README: limits).
+BLANK_STD = 1.0
+BLANK_WARNING = ("This image is blank (its pixels hardly vary), so there is nothing in it to "
+                 "report on: its report is meaningless.")
+
+
+def is_blank(views: Sequence[np.ndarray]) -> bool:
+  """Whether any view (2-D uint8, as read) is blank: pixel standard deviation < BLANK_STD."""
+  return any(float(np.std(np.asarray(v, np.float64))) < BLANK_STD for v in views)
+
+
 def ood_warning(score: float, reference: Reference) -> str:
   return (f"This image is unlike the images the model was trained on (OOD score {score:.2f}, "
           f"above the threshold {reference.threshold:.2f} calibrated on held-out val studies), "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -64,9 +64,10 @@ class RunFacts:
   def scores(self, features: np.ndarray) -> Optional[np.ndarray]:
     return None if self.reference is None else self.reference.scores(features)
 
-  def line_fields(self, features: np.ndarray) -> list[dict]:
+  def line_fields(self, features: np.ndarray, blank: Sequence[bool] = ()) -> list[dict]:
     """Per row of pooled features [N, D]: ood_score, out_of_distribution, trained_on,
-    checkpoint_step and, when there is something to warn of, warning."""
+    checkpoint_step and, when there is something to warn of, warning. `blank[i]` (as
+    `ood.is_blank` says of the image read) flags row i too, with "blank_image": true."""
     scores = self.scores(features)
     out = []
     for i in range(len(features)):
@@ -75,6 +76,9 @@ class RunFacts:
       warnings = [provenance.SYNTHETIC_WARNING] if self.synthetic else []
       if line["out_of_distribution"]:
         warnings.append(ood.ood_warning(score, self.reference))
+      if i < len(blank) and blank[i]:
+        line["out_of_distribution"], line["blank_image"] = True, True
+        warnings.append(ood.BLANK_WARNING)
       line.update(self.fields)
       if warnings:
         line["warning"] = " ".join(warnings)
