@@ -121,20 +121,24 @@ def _card_reason(fields: dict) -> str:
   return f"input, OOD score {fields['ood_score']:.2f}{flag}"
 
 
-def _prepared(jobs: Sequence[study_files.StudyJob], data):
+def _prepared(jobs: Sequence[study_files.StudyJob], data, blank: Optional[dict] = None):
   """(name, float32 image [crop, crop, 1] (one view) or [V, crop, crop, 1], or None, error or
-  None, blank) per study, in order; a preprocessing failure (not expected for a decoded image)
-  stays with its study like a read failure. `blank`: a view holds no picture (`ood.is_blank`)."""
-  for job, images, error in study_files.read_studies(jobs):
+  None) per study, in order; a preprocessing failure (not expected for a decoded image) stays
+  with its study like a read failure. `blank[i]` is set for each readable study i: whether a
+  view holds no picture (`ood.is_blank`)."""
+  for i, (job, images, error) in enumerate(study_files.read_studies(jobs)):
     if error is not None:
-      yield job.name, None, error, False
+      yield job.name, None, error
       continue
     try:
-      yield (job.name, transforms.study_input([preprocess(image, data) for image in images]),
-             None, ood.is_blank(images))
+      image = transforms.study_input([preprocess(view, data) for view in images])
     except Exception as e:  # noqa: BLE001
       yield job.name, None, str(image_files.ImageReadError(job.name,
-                                                           f"{type(e).__name__}: {e}")), False
+                                                           f"{type(e).__name__}: {e}"))
+      continue
+    if blank is not None:
+      blank[i] = ood.is_blank(images)
+    yield job.name, image, None
 
 
 def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
@@ -189,14 +193,13 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     feed.clear()
 
   try:
-    for i, (path, image, error, is_blank) in enumerate(_prepared(jobs, config.data)):
+    for i, (path, image, error) in enumerate(_prepared(jobs, config.data, blank)):
       if error is not None:
         failed += 1
         if me == 0:
           log(error)
         writer.put(i, {"image": path, "error": error})
         continue
-      blank[i] = is_blank
       if card_dir and (card_cap == 0 or len(card_rows) < card_cap):
         card_rows[i] = [image]
       if (good % gen.batch_size) // gen.local_batch == me:  # this process's slot
