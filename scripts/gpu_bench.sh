@@ -4,7 +4,9 @@
 #      from the analytic count (cnx2rg_jax/models/flops.py), MFU against the chip's dense
 #      bfloat16 peak, peak device memory;
 #   2. decode reports/s of the cached beam search (beam 3, 100 tokens, bfloat16) at batch 16,
-#      64 and 256, from images.
+#      64 and 256, from images;
+#   3. a decode step's work part by part (cnx2rg_jax/bench/decode_parts.py) at batch 16 and 256:
+#      on an accelerator each step is a chain of small kernels, so the batch is what pays off.
 # Each step prints one JSON line to stdout; progress goes to stderr. Usage:
 #   scripts/gpu_bench.sh [OUT_DIR]        (default: gpu_bench/; needs the requirements installed)
 set -euo pipefail
@@ -19,3 +21,6 @@ py="${PYTHON:-python3}"
   --config.bench.train_steps=10 --config.bench.train_warmup=2 --config.model.dtype=bfloat16 \
   | tee "$out/train.json"
 "$py" launch.py --config=configs/bench_decode.py:gpu --mode=bench_decode | tee "$out/decode.json"
+for batch in 16 256; do
+  "$py" -m cnx2rg_jax.bench.decode_parts --batch="$batch" | tee "$out/decode_parts_$batch.json"
+done

@@ -18,8 +18,9 @@ def test_pointwise_conv_equals_lax_conv(stride, size):
   """Values and gradients (input and kernel) of the product form equal nn.Conv's, same init."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, size, size, 5)), jnp.float32)
   fast = resnet.PointwiseConv(7, stride)
+  init = nn.with_logical_partitioning(resnet._conv_init, resnet.CONV_AXES)  # pylint: disable=protected-access
   ref = nn.Conv(7, (1, 1), strides=(stride, stride), padding=((0, 0), (0, 0)), use_bias=False,
-                kernel_init=nn.with_logical_partitioning(resnet._conv_init, resnet.CONV_AXES))  # pylint: disable=protected-access
+                kernel_init=init)
   params = fast.init(jax.random.key(1), x)
   ref_params = ref.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref_params)
@@ -51,22 +52,25 @@ def test_resnet_1x1_layers_are_products_with_convs_params():
 
 class _Norms(nn.Module):
   """Three MCLNs over the same memory output: per-norm outputs and the stacked form's."""
+  stacked: bool
 
   @nn.compact
   def __call__(self, x, memory):
     norms = [ConditionalLayerNorm(8, r2gen=bool(i % 2), name=f"norm{i}") for i in range(3)]
     per_norm = [norm(x, memory) for norm in norms]
-    mlps = stack_mlps([w for norm in norms for w in norm.mlp_weights(memory.shape[-1])])
+    mlps = stack_mlps([w for norm in norms for w in norm.mlp_weights(memory.shape[-1])],
+                      self.stacked)
     shifts = stacked_shifts(memory, mlps, jnp.float32).reshape(x.shape[:2] + (3, 2, 8))
     stacked = [norm.normalize(x, shifts[..., i, :, :]) for i, norm in enumerate(norms)]
     return per_norm, stacked
 
 
-def test_stacked_mcln_mlps_equal_each_norms_own():
+@pytest.mark.parametrize("stacked", [True, False])
+def test_stacked_mcln_mlps_equal_each_norms_own(stacked):
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(2, 4, 8)), jnp.float32)
   memory = jnp.asarray(rng.normal(size=(2, 4, 12)), jnp.float32)
-  module = _Norms()
+  module = _Norms(stacked)
   params = module.init(jax.random.key(0), x, memory)
   # Random biases too (they start at 0.1 everywhere), so a swapped gamma/beta would show.
   params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), p.dtype) * 0.1,

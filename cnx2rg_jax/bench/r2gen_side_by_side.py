@@ -7,7 +7,8 @@
 For each setting (vocabulary:length) it builds R2Gen's R2GenModel (imported from R2GEN_DIR,
 random weights; tests/helpers/r2gen_harness.py supplies a torchvision-free ResNet) and ours at the
 same dims (`--dims=r2gen`: ResNet-101 at 224 pixels, d 512, 3+3 layers, 8 heads, 3 memory slots;
-`tiny`: ResNet-18 at 224 pixels (R2Gen pools a 7x7 map), d 32, 1+1 layers, a smoke run), one view a study, and times:
+`tiny`: ResNet-18 at 224 pixels (R2Gen pools a 7x7 map), d 32, 1+1 layers, a smoke run), one view
+a study, and times:
 
 - the train step: forward, backward and optimizer step on a batch of random images and reports of
   full length. R2Gen: its trainer's step (model in train mode, its loss, clip_grad_value_ 0.1,
@@ -188,13 +189,15 @@ class OurSide:
                                                    strategy=c.mesh.strategy)
     rng = np.random.default_rng(0)
     image_shape = model.config.image_shape(batch, size)
-    local = bench_train._random_batch(rng, image_shape, length, vocab_size)  # pylint: disable=protected-access
+    random_batch = bench_train._random_batch  # pylint: disable=protected-access
+    local = random_batch(rng, image_shape, length, vocab_size)
     shapes = {k: v.shape for k, v in local.items()}
     self.batch = sharding.global_batch(local, mesh)
     self.step = steps.make_train_step(model, tx, mesh, shardings, shapes, keyword_weight=0.0,
                                       dropout_seed=0, lr_fn=schedules["rest"])
-    self.decode_fn = decode_bench._decode_fn(model, impl="cached", beam_size=beam,  # pylint: disable=protected-access
-                                             max_len=length, with_encoder=True)
+    decode_fn = decode_bench._decode_fn  # pylint: disable=protected-access
+    self.decode_fn = decode_fn(model, impl="cached", beam_size=beam, max_len=length,
+                               with_encoder=True)
     self.images = jnp.asarray(rng.normal(size=image_shape), jnp.float32)
     self.length = length
 

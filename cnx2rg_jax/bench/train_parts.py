@@ -57,7 +57,9 @@ def our_parts(side, warmup: int, repeats: int) -> dict:
   def decoder_layers(m, x, rm_out, memory):
     t = m.transformer
     cross = [layer.cross_kv(memory) for layer in t.decoder_layers]
-    return t._decode_layers(x, rm_out, t._norm_mlps(), cross, causal_mask(x.shape[1]), False)[0]  # pylint: disable=protected-access
+    mlps = t._norm_mlps()  # pylint: disable=protected-access
+    return t._decode_layers(  # pylint: disable=protected-access
+        x, rm_out, mlps, cross, causal_mask(x.shape[1]), False)[0]
 
   def head(m, x):
     return token_loss(m.transformer.logit(m.transformer.decoder_norm(x)).astype(jnp.float32),
