@@ -3,9 +3,12 @@
 The search only sees a step function `tokens_to_logits(ids, cache) -> (logits, new_cache)`:
 `ids` int32 [N] holds the last token of each of N = batch * beams sequences, `cache` is any pytree
 whose leaves have leading dimension N (0-d leaves, such as a shared decode index, are passed
-through untouched), and `logits` [N, V] score the NEXT token. Every search runs as ONE
-`jax.lax.while_loop`, so it is jit-able with the step function closed over and the keyword
-arguments static, and compiles once per shape.
+through untouched), and `logits` [N, V] score the NEXT token. The search repeats every cache leaf
+per beam and gathers it by beam at every step, so what never changes during a search (e.g. a
+model's cross-attention keys and values, one per example) belongs in the closure of
+`tokens_to_logits`, not in the cache; a 0-d leaf (one step index for all rows) is never gathered.
+Every search runs as ONE `jax.lax.while_loop`, so it is jit-able with the step function closed
+over and the keyword arguments static, and compiles once per shape.
 
 Conventions shared by all searches:
 
