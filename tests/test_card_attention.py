@@ -69,10 +69,12 @@ def test_maps_are_the_last_layers_cross_attention_over_patches():
   inputs = attention.decoder_inputs(ids)
   np.testing.assert_array_equal(inputs[:, 0], 1)
   np.testing.assert_array_equal(inputs[:, 1:], ids[:, :-1])
+  # The decoder applies its MCLNs through `normalize` (their MLPs run together, models/mcln.py).
+  capture = lambda _, method: method in ("__call__", "normalize")  # noqa: E731
   _, state = jax.jit(lambda v, x, t: model.apply(
-      v, x, t, capture_intermediates=True, mutable=["intermediates"]))(variables, images, inputs)
+      v, x, t, capture_intermediates=capture, mutable=["intermediates"]))(variables, images, inputs)
   inter = state["intermediates"]["transformer"]
-  h = np.asarray(inter["decoder_layers_1"]["norm_src"]["__call__"][0], np.float64)  # queries in
+  h = np.asarray(inter["decoder_layers_1"]["norm_src"]["normalize"][0], np.float64)  # queries in
   memory = np.asarray(inter["encoder_norm"]["__call__"][0], np.float64)  # [B, 6, d]
   assert memory.shape[1] == 6  # 4 patches + 2 prompts
   p = variables["params"]["transformer"]["decoder_layers_1"]["src_attn"]
@@ -88,7 +90,7 @@ def test_maps_are_the_last_layers_cross_attention_over_patches():
   assert (share < 0.999).all()  # the prompts took some attention: nothing was renormalised
   # not the first layer's: its weights differ
   p0 = variables["params"]["transformer"]["decoder_layers_0"]["src_attn"]
-  h0 = np.asarray(inter["decoder_layers_0"]["norm_src"]["__call__"][0], np.float64)
+  h0 = np.asarray(inter["decoder_layers_0"]["norm_src"]["normalize"][0], np.float64)
   s0 = np.einsum("bqhd,bkhd->bhqk", _dense(p0["query"], h0).reshape(3, 7, heads, -1),
                  _dense(p0["key"], memory).reshape(3, 6, heads, -1))
   assert np.abs(jax.nn.softmax(s0 / np.sqrt(d // heads), -1).mean(1)[..., :4]
