@@ -48,13 +48,14 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from cnx2rg_jax.convert import r2gen_common as common
 from cnx2rg_jax.convert.r2gen_weights import (ConversionError, convert_state_dict,
                                               embedding_rows, infer_dims, read_checkpoint)
 from cnx2rg_jax.text import english
 from cnx2rg_jax.text import tokenizer as tok
 from cnx2rg_jax.text.word_vocab import WordTokenizer
 
-DATASETS = tuple(english.ENGLISH_CLEANERS)  # iu_xray, mimic_cxr
+DATASETS = common.DATASETS  # iu_xray, mimic_cxr
 R2GEN_UNK = "<unk>"
 R2GEN_SPECIAL_ROW = 0  # bos = eos = pad in R2Gen
 COMMAND = "python -m cnx2rg_jax.convert.r2gen"
@@ -132,27 +133,8 @@ def r2gen_config(dataset: str, dims: Mapping[str, Any], threshold: int, manual_d
   max_seq_length (decode.max_len and data.max_tokens); plus the `--config.KEY=VALUE` overrides
   that differ from the config file."""
   from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
-  config = r2gen_configs.get_config(dataset)
-  overrides = []
-  if max_seq_length is not None and max_seq_length != config.decode.max_len:
-    if max_seq_length < 1:
-      raise ConversionError(f"--max_seq_length must be >= 1, got {max_seq_length}")
-    config.decode.max_len = config.data.max_tokens = max_seq_length
-    overrides += [f"--config.decode.max_len={max_seq_length}",
-                  f"--config.data.max_tokens={max_seq_length}"]
-  if manual_dir:
-    config.data.manual_dir = manual_dir
-    overrides.append(f"--config.data.manual_dir={manual_dir}")
-  for key, value in dims.items():
-    if key.startswith("_"):
-      continue
-    if config.model[key] != value:
-      overrides.append(f"--config.model.{key}={value}")
-      config.model[key] = value
-  if config.text.min_count != threshold:
-    overrides.append(f"--config.text.min_count={threshold}")
-    config.text.min_count = threshold
-  return config, overrides
+  return common.configure(r2gen_configs.get_config(dataset), dims, threshold, manual_dir,
+                          max_seq_length)
 
 
 def write_workdir(workdir: str | os.PathLike, config, tokenizer: WordTokenizer,
@@ -166,8 +148,7 @@ def write_workdir(workdir: str | os.PathLike, config, tokenizer: WordTokenizer,
 
   workdir = pathlib.Path(workdir)
   ckpt_dir = workdir / "checkpoints"
-  if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
-    raise ConversionError(f"{ckpt_dir} already holds checkpoints; convert into a new --workdir")
+  common.check_new_workdir(workdir)
   tx, _ = optimizer.make_optimizer(config.train, steps_per_epoch=1)
   params = jax.tree.map(jnp.asarray, variables["params"])
   batch_stats = jax.tree.map(jnp.asarray, variables["batch_stats"])
@@ -219,9 +200,7 @@ def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, work
   reference from, built in `data_dir` (default: TFDS's)."""
   if manual_dir is None:
     manual_dir = os.path.dirname(os.path.abspath(annotation))
-  ckpt_dir = pathlib.Path(workdir) / "checkpoints"
-  if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
-    raise ConversionError(f"{ckpt_dir} already holds checkpoints; convert into a new --workdir")
+  common.check_new_workdir(workdir)
   ann = read_annotation(annotation)
   tokenizer, rows = build_tokenizer([e["report"] for e in ann["train"]], dataset, threshold)
   sd, meta = read_checkpoint(checkpoint, allow_pickle)
@@ -230,30 +209,16 @@ def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, work
                           "encoder_decoder.memory_matrix), not an R2Gen one; convert it with "
                           "python -m cnx2rg_jax.convert.r2gen_cmn")
   dims = infer_dims(sd, num_heads, rm_num_heads)
-  lut = embedding_rows(sd)
   r2gen_size = int(rows.max()) + 1  # R2Gen's vocab_size + 1 (row 0)
-  if lut != r2gen_size:
-    raise ConversionError(
-        f"the vocabulary rebuilt from {annotation} (dataset {dataset}, threshold {threshold}) "
-        f"has {r2gen_size - 1} tokens + row 0 = {r2gen_size} rows, but the checkpoint's "
-        f"embedding encoder_decoder.model.tgt_embed.0.lut.weight has {lut}; pass the annotation "
-        "and --threshold the model was trained with")
+  common.check_rows(embedding_rows(sd), r2gen_size,
+                    "embedding encoder_decoder.model.tgt_embed.0.lut.weight", annotation, dataset,
+                    threshold)
   config, overrides = r2gen_config(dataset, dims, threshold, manual_dir, max_seq_length)
-  from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
-  mcfg = factory.model_config(config.model, vocab_size=tokenizer.vocab_size,
-                              max_len=config.data.max_tokens)
-  if mcfg.d_vf != dims["_d_vf"]:
-    raise ConversionError(f"att_embed takes {dims['_d_vf']} features, the ResNet-"
-                          f"{mcfg.resnet_depth} gives {mcfg.d_vf}")
+  mcfg = common.model_config(config, dims, tokenizer.vocab_size)
   variables = convert_state_dict(sd, mcfg, rows)
   write_workdir(workdir, config, tokenizer, variables)
-  record = {"checkpoint": os.path.abspath(checkpoint), "annotation": os.path.abspath(annotation),
-            "dataset": dataset, "threshold": threshold, "r2gen_epoch": meta["epoch"],
-            "r2gen_monitor_best": meta["monitor_best"], "r2gen_vocab_size": r2gen_size - 1,
-            "vocab_size": tokenizer.vocab_size,
-            "model": {k: v for k, v in dims.items() if not k.startswith("_")},
-            "config": f"configs/r2gen.py:{dataset}", "config_overrides": overrides,
-            "converted_by": COMMAND}
+  record = common.record(checkpoint, annotation, dataset, threshold, meta, r2gen_size,
+                         tokenizer.vocab_size, dims, "configs/r2gen.py", overrides, COMMAND)
   from cnx2rg_jax.inference import provenance  # pylint: disable=import-outside-toplevel
   provenance.write(workdir, trained_on(annotation, dataset, len(ann["train"]), checkpoint,
                                        meta["epoch"]), 0, "converted R2Gen checkpoint")
@@ -266,20 +231,11 @@ def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, work
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog=COMMAND, description="Convert an R2Gen checkpoint "
                               "(cuhksz-nlp/R2Gen model_best.pth) into a cnx2rg-jax workdir.")
-  p.add_argument("--checkpoint", required=True, help="R2Gen's model_best.pth (needs torch)")
-  p.add_argument("--annotation", required=True,
-                 help="the annotation.json the model was trained on (its vocabulary is rebuilt)")
-  p.add_argument("--dataset", required=True, choices=DATASETS)
-  p.add_argument("--threshold", required=True, type=int,
-                 help="R2Gen's --threshold (3 for IU X-Ray, 10 for MIMIC-CXR by its scripts)")
-  p.add_argument("--workdir", required=True, help="the new workdir")
-  p.add_argument("--num_heads", type=int, default=8, help="R2Gen's --num_heads (default 8)")
+  common.add_input_args(p, "R2Gen")
   p.add_argument("--rm_num_heads", type=int, default=8, help="R2Gen's --rm_num_heads (8)")
-  p.add_argument("--max_seq_length", type=int, default=None,
-                 help="R2Gen's --max_seq_length (default configs/r2gen.py's: 60 IU, 100 MIMIC)")
-  p.add_argument("--manual_dir", default=None,
-                 help="the data folder --mode=eval will read (data.manual_dir; default: the "
-                 "annotation's folder)")
+  common.add_data_args(p, "R2Gen", "configs/r2gen.py",
+                       "the data folder --mode=eval will read (data.manual_dir; default: the "
+                       "annotation's folder)")
   p.add_argument("--ood_data", default=None,
                  help="optional: the training data (a folder with annotation.json and the "
                  "images) to compute the OOD score's reference features from; without it, "
@@ -287,25 +243,18 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--data_dir", default="",
                  help="where --ood_data's TFDS build goes (default $TFDS_DATA_DIR or "
                  "~/tensorflow_datasets)")
-  p.add_argument("--allow_pickle", action="store_true",
-                 help="torch.load(weights_only=False): only for a checkpoint you trust")
+  common.add_pickle_arg(p)
   return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
   """Prints one JSON line (the record) and returns 0, or 2 with a one-paragraph error."""
   args = _parser().parse_args(argv)
-  try:
-    record = convert(args.checkpoint, args.annotation, args.dataset, args.threshold,
-                     args.workdir, num_heads=args.num_heads, rm_num_heads=args.rm_num_heads,
-                     allow_pickle=args.allow_pickle, manual_dir=args.manual_dir,
-                     max_seq_length=args.max_seq_length, ood_data=args.ood_data,
-                     data_dir=args.data_dir)
-  except (FileNotFoundError, ImportError, ValueError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps({"workdir": os.path.abspath(args.workdir), **record}))
-  return 0
+  return common.run_cli(args, lambda: convert(
+      args.checkpoint, args.annotation, args.dataset, args.threshold, args.workdir,
+      num_heads=args.num_heads, rm_num_heads=args.rm_num_heads, allow_pickle=args.allow_pickle,
+      manual_dir=args.manual_dir, max_seq_length=args.max_seq_length, ood_data=args.ood_data,
+      data_dir=args.data_dir))
 
 
 if __name__ == "__main__":
