@@ -277,3 +277,21 @@ def test_table1_counts_match_a_brute_force_count(release, capsys):
   lung = next(line for line in table if line.startswith("Lung "))
   assert [int(x) for x in lung.split("|")[0].split()[1:]] == [
       got["counts"]["lung"][s] for s in dataset.SPLITS]
+
+
+@pytest.mark.parametrize("raw", [
+    "1. 两肺纹理增强, 右下肺野见斑片状影 。\n2.心影不大;双侧肋膈角锐利",
+    "  右侧胸腔积液， 未见气胸。  左侧第5肋骨骨折?",
+])
+def test_made_graph_spans_index_the_report_as_written(raw):
+  cleaned = transforms.REPORT_CLEANERS["zh"](raw)
+  assert cleaned != raw
+  (made,) = annotate.RuleAnnotator().annotate([raw])
+  entities, relations = made.graph
+  want_entities, want_relations = graph_of(label_report(raw))
+  assert len(entities) == len(want_entities) > 0 and relations == want_relations
+  for e, w in zip(entities, want_entities):
+    # the span covers the same characters, whitespace the cleaning dropped aside
+    assert "".join(raw[e["start"]:e["end"]].split()) == cleaned[w["start"]:w["end"]]
+  back, _ = graph_augment.align_graph(raw, cleaned, entities, relations)
+  assert [(e["start"], e["end"]) for e in back] == [(w["start"], w["end"]) for w in want_entities]

@@ -18,7 +18,6 @@ report as written (the annotators read the cleaned report; `raw_spans` maps the 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import pathlib
 from typing import Optional, Protocol, Sequence
@@ -57,11 +56,7 @@ def raw_spans(raw: str, cleaned: str, entities: list[dict]) -> Optional[list[dic
   span's characters are not all kept, in order, by the cleaning."""
   if raw == cleaned:
     return [dict(e) for e in entities]
-  to_raw = {}
-  matcher = difflib.SequenceMatcher(None, cleaned, raw, autojunk=False)
-  for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-    if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
-      to_raw.update((i1 + k, j1 + k) for k in range(i2 - i1))
+  to_raw = graph_augment.kept_characters(cleaned, raw)
   out = []
   for e in entities:
     kept = [to_raw.get(i) for i in range(e["start"], e["end"])]

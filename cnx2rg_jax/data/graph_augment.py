@@ -380,6 +380,17 @@ def record_graph(record: dict, report: str) -> Optional[Graph]:
   return align_graph(_text(record["report"]), report, entities, relations)
 
 
+def kept_characters(src: str, dst: str) -> dict[int, int]:
+  """{index in src: index in dst} of the characters that cleaning keeps or maps one for one
+  (dst = clean_report(src), or the other way round)."""
+  moved = {}
+  matcher = difflib.SequenceMatcher(None, src, dst, autojunk=False)
+  for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+      moved.update((i1 + k, j1 + k) for k in range(i2 - i1))
+  return moved
+
+
 def align_graph(raw: str, cleaned: str, entities: list, relations: list) -> Optional[Graph]:
   """The graph of `raw` with its spans moved onto `cleaned` (= clean_report(raw)).
 
@@ -390,11 +401,7 @@ def align_graph(raw: str, cleaned: str, entities: list, relations: list) -> Opti
   if not _graph_fits(raw, entities, relations):
     return None
   if raw != cleaned:
-    moved = {}
-    matcher = difflib.SequenceMatcher(None, raw, cleaned, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-      if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
-        moved.update((i1 + k, j1 + k) for k in range(i2 - i1))
+    moved = kept_characters(raw, cleaned)
     aligned = []
     for e in entities:
       kept = [moved.get(i) for i in range(e["start"], e["end"]) if not raw[i].isspace()]
