@@ -25,7 +25,6 @@ error naming it.
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Mapping, Optional
 
@@ -33,7 +32,6 @@ import numpy as np
 
 from cnx2rg_jax.convert import r2gen_weights as r2w
 from cnx2rg_jax.convert.r2gen_weights import ConversionError
-from cnx2rg_jax.models import convert_torchvision as conv_tv
 
 ED = "encoder_decoder."
 MEMORY = ED + "memory_matrix"
@@ -41,9 +39,6 @@ LUT = ED + "model.tgt_embed.0.lut.weight"
 _NORM = {"a_2": "scale", "b_2": "bias"}
 _ATTN = {"0": "query", "1": "key", "2": "value", "3": "out"}
 _LINEAR = {"weight": "kernel", "bias": "bias"}
-_ENC_NORMS = {"0": "norm_attn", "1": "norm_ff"}
-_DEC_NORMS = {"0": "norm_self", "1": "norm_src", "2": "norm_ff"}
-_FF = {"w_1": "wi", "w_2": "wo"}
 R2GEN_MARK = ED + "model.rm."  # R2Gen's relational memory: not an R2GenCMN checkpoint
 # R2Gen's converter's tensor lookup, with its messages
 need = r2w._need  # pylint: disable=protected-access
@@ -69,33 +64,15 @@ def infer_dims(sd: Mapping[str, np.ndarray], num_heads: int = 8, topk: int = 32)
   if cmm_dim != d_model:
     raise ConversionError(f"{MEMORY} is {cmm_dim} wide, the model {d_model}: R2GenCMN needs "
                           "cmm_dim == d_model")
-  layers = lambda part: len({m.group(1) for n in sd for m in [re.match(  # noqa: E731
-      rf"{re.escape(ED)}model\.{part}\.layers\.(\d+)\.", n)] if m})
   if num_heads < 1 or d_model % num_heads:
     raise ConversionError(f"--num_heads={num_heads} does not divide the width {d_model}")
   if not 1 <= topk <= cmm_size:
     raise ConversionError(f"--topk={topk} must be in [1, cmm_size={cmm_size}]")
-  return {**_visual_dims(sd), "d_model": int(d_model), "d_ff": int(d_ff),
-          "num_heads": int(num_heads),
-          "num_encoder_layers": layers("encoder"), "num_decoder_layers": layers("decoder"),
+  return {**r2w.visual_dims(sd), "d_model": int(d_model), "d_ff": int(d_ff),
+          "num_heads": int(num_heads), "num_encoder_layers": r2w.count_layers(sd, "encoder"),
+          "num_decoder_layers": r2w.count_layers(sd, "decoder"),
           "architecture": "cmn", "cmm_size": int(cmm_size), "cmm_dim": int(cmm_dim),
           "cmn_topk": int(topk), "_d_vf": int(d_vf)}
-
-
-def _visual_dims(sd: Mapping[str, np.ndarray]) -> dict:
-  """The torchvision ResNet depth of the visual extractor's tensors (blocks per stage)."""
-  prefix = "visual_extractor.model."
-  blocks = tuple(len({m.group(1) for n in sd for m in [re.match(rf"{re.escape(prefix)}{k}\.(\d+)\.",
-                                                                  n)] if m})
-                 for k in ("4", "5", "6", "7"))
-  bottleneck = any(n.startswith(prefix + "4.0.conv3.") for n in sd)
-  depth = {(False, (2, 2, 2, 2)): 18, (False, (3, 4, 6, 3)): 34, (True, (3, 4, 6, 3)): 50,
-           (True, (3, 4, 23, 3)): 101}.get((bottleneck, blocks))
-  if depth is None:
-    raise ConversionError(f"the visual extractor (blocks per stage {list(blocks)}, "
-                          f"{'bottleneck' if bottleneck else 'basic'}) is not a torchvision "
-                          "ResNet-18/34/50/101")
-  return {"resnet_depth": depth, "resnet_width": 64}
 
 
 def _target(name: str) -> Optional[tuple]:
@@ -118,41 +95,17 @@ def _target(name: str) -> Optional[tuple]:
   if not m:
     return None
   part, i, sub = m.groups()
-  layer = f"{part}_layers_{i}"
-  m2 = re.fullmatch(r"(self_attn|src_attn)\.linears\.([0-3])\.(weight|bias)", sub)
-  if m2 and (part == "decoder" or m2.group(1) == "self_attn"):
-    return (layer, m2.group(1), _ATTN[m2.group(2)], _LINEAR[m2.group(3)]), "linear"
-  m2 = re.fullmatch(r"feed_forward\.(w_1|w_2)\.(weight|bias)", sub)
-  if m2:
-    return (layer, "ffn", _FF[m2.group(1)], _LINEAR[m2.group(2)]), "linear"
-  norms = _ENC_NORMS if part == "encoder" else _DEC_NORMS
-  m2 = re.fullmatch(r"sublayer\.(\d)\.norm\.(a_2|b_2)", sub)
-  if m2 and m2.group(1) in norms:
-    return (layer, norms[m2.group(1)], _NORM[m2.group(2)]), "plain"
-  return None
+  return r2w.layer_target(part, f"{part}_layers_{i}", sub, _NORM)
 
 
-@functools.lru_cache(maxsize=8)
-def expected_variables(model_config) -> dict:
-  """{collection: {path tuple: shape}} of CMNModel(model_config)'s variables (traced only)."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from flax import traverse_util  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
-  model = factory.model_of(model_config, image_normalization="imagenet")
-  variables = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
-                                      jnp.zeros(model_config.image_shape(1, 64), jnp.float32),
-                                      jnp.zeros((1, 2), jnp.int32)))
-  return {col: {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree).items()}
-          for col, tree in variables.items()}
+# The variables of model_config's architecture (CMNModel for architecture 'cmn'), traced once
+expected_variables = r2w.expected_variables
 
 
 def convert_state_dict(sd: Mapping[str, np.ndarray], model_config, rows: np.ndarray) -> dict:
   """R2GenCMN's state_dict -> {'params', 'batch_stats'} of CMNModel(model_config) (numpy
   float32); `rows[our id]` is R2GenCMN's row of each of our ids (convert.r2gen.build_tokenizer:
   its tokenizer is R2Gen's). Raises ConversionError naming what does not fit."""
-  from flax import traverse_util  # pylint: disable=import-outside-toplevel
   check_architecture(sd)
   if model_config.architecture != "cmn":
     raise ConversionError("an R2GenCMN checkpoint needs model.architecture='cmn'")
@@ -160,74 +113,14 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], model_config, rows: np.ndar
     raise ConversionError("an R2GenCMN checkpoint needs model.r2gen_rgb_stem and "
                           "model.r2gen_layernorm (configs/r2gen_cmn.py sets them)")
   want = expected_variables(model_config)
-  out: dict[str, dict] = {col: {} for col in want}
-  visual, unplaced, mismatched, copies = {}, [], [], {}
   rows = np.asarray(rows)
   if len(rows) != model_config.vocab_size:
     raise ConversionError(f"the row map has {len(rows)} ids, the model {model_config.vocab_size}")
-  for name, value in sd.items():
-    if name.endswith("num_batches_tracked"):
-      continue
-    if name.startswith("visual_extractor.model."):
-      head, _, tail = name[len("visual_extractor.model."):].partition(".")
-      if head in r2w._VISUAL_CHILDREN and tail:  # pylint: disable=protected-access
-        visual[f"{r2w._VISUAL_CHILDREN[head]}.{tail}"] = value  # pylint: disable=protected-access
-      else:
-        unplaced.append(name)
-      continue
-    if re.fullmatch(re.escape(ED) + r"model\.(src_embed\.0|tgt_embed\.1)\.pe", name):
-      if not r2w._sinusoid_ok(value, model_config.d_model):  # pylint: disable=protected-access
-        raise ConversionError(f"{name}: the positional table is not the sinusoid table of "
-                              f"width {model_config.d_model}")
-      continue
-    target = _target(name) if name.startswith(ED) else None
-    path = None if target is None else ("transformer",) + target[0]
-    if path is None or path not in want["params"]:
-      unplaced.append(name)
-      continue
-    array = np.asarray(value, np.float32)
-    if target[1] == "linear" and path[-1] == "kernel":
-      if array.ndim != 2:
-        mismatched.append(f"{name}: shape {array.shape} is not a Linear weight")
-        continue
-      array = array.T
-    if path[1] in ("logit", "embed"):
-      array = r2w._map_rows(name, array, rows, path)  # pylint: disable=protected-access
-      if array is None:
-        mismatched.append(f"{name}: shape {tuple(value.shape)} does not fit "
-                          f"{int(rows.max()) + 1} R2GenCMN rows")
-        continue
-    if array.shape != want["params"][path]:
-      mismatched.append(f"{name}: shape {tuple(value.shape)} (as {array.shape}) does not fit "
-                        f"params/{'/'.join(path)} {want['params'][path]}")
-      continue
-    if path in out["params"] and not np.array_equal(out["params"][path], array):
-      copies[path] = name
-    out["params"][path] = array
-  if unplaced:
-    raise ConversionError(f"cannot place tensor(s) {sorted(unplaced)}")
-  if mismatched:
-    raise ConversionError("shape mismatch: " + "; ".join(mismatched))
+  positions = re.compile(re.escape(ED) + r"model\.(src_embed\.0|tgt_embed\.1)\.pe")
+  out, visual, copies = r2w.place_tensors(sd, model_config, rows, want, _target,
+                                          lambda name: bool(positions.fullmatch(name)),
+                                          f"{int(rows.max()) + 1} R2GenCMN rows")
   if copies:
     raise ConversionError("the two copies of the memory maps (encoder_decoder.cmn.* and "
                           f"encoder_decoder.model.cmn.*) differ: {sorted(copies.values())}")
-  try:
-    resnet = conv_tv.convert_resnet_state_dict(visual, model_config.resnet_depth, in_channels=3)
-  except ValueError as e:
-    raise ConversionError(f"visual extractor (visual_extractor.model.*, positions 0/1/4-7 = "
-                          f"conv1/bn1/layer1-4): {e}") from e
-  for col, tree in resnet.items():
-    for k, v in traverse_util.flatten_dict(tree).items():
-      path = ("visual", "resnet") + k
-      if want[col].get(path) != v.shape:
-        raise ConversionError(f"visual {col}/{'/'.join(k)}: shape {v.shape} does not fit "
-                              f"{want[col].get(path)}")
-      out[col][path] = v
-  for path, shape in want["params"].items():  # R2GenCMN has no keyword head: zeros
-    if path[0] == "keyword_head":
-      out["params"][path] = np.zeros(shape, np.float32)
-  missing = [f"{col}/{'/'.join(p)}" for col, paths in want.items() for p in paths
-             if p not in out[col]]
-  if missing:
-    raise ConversionError(f"parameter(s) left unfilled by the checkpoint: {sorted(missing)}")
-  return {col: traverse_util.unflatten_dict(flat) for col, flat in out.items()}
+  return r2w.fill_visual(out, want, visual, model_config)

@@ -24,6 +24,8 @@ tensors (a 'module.' prefix from DataParallel is stripped), and where they go:
 Linear weights [out, in] become kernels [in, out]. `num_batches_tracked` is ignored. Any other
 tensor, any of our parameters left unfilled (except the keyword head, which R2Gen does not have
 and which is written as zeros) and any shape mismatch is an error naming the tensor.
+R2GenCMN's checkpoints (r2gen_cmn_weights) go through the same placement (`place_tensors`,
+`fill_visual`), layer map (`layer_target`) and visual depth (`visual_dims`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -128,26 +130,35 @@ def infer_dims(sd: Mapping[str, np.ndarray], num_heads: int = 8, rm_num_heads: i
   mlp_in = _need(sd, _ED + "model.decoder.layers.0.sublayer.0.norm.mlp_gamma.0.weight", 2).shape[1]
   if mlp_in % rm_d:
     raise ConversionError(f"MCLN input width {mlp_in} is not a multiple of rm_d_model {rm_d}")
-  layers = lambda part: len({m.group(1) for n in sd for m in [re.match(  # noqa: E731
-      rf"{re.escape(_ED)}model\.{part}\.layers\.(\d+)\.", n)] if m})
-  blocks = [len({m.group(1) for n in sd for m in [re.match(
-      rf"{re.escape(_VISUAL_PREFIX)}{k}\.(\d+)\.", n)] if m}) for k in ("4", "5", "6", "7")]
-  bottleneck = any(n.startswith(_VISUAL_PREFIX + "4.0.conv3.") for n in sd)
-  depth = {("basic", (2, 2, 2, 2)): 18, ("basic", (3, 4, 6, 3)): 34,
-           ("bottleneck", (3, 4, 6, 3)): 50, ("bottleneck", (3, 4, 23, 3)): 101}.get(
-               ("bottleneck" if bottleneck else "basic", tuple(blocks)))
-  if depth is None:
-    raise ConversionError(f"the visual extractor (blocks per stage {blocks}, "
-                          f"{'bottleneck' if bottleneck else 'basic'}) is not a torchvision "
-                          "ResNet-18/34/50/101")
+  visual = visual_dims(sd)
   for name, heads, width in (("--num_heads", num_heads, d_model),
                              ("--rm_num_heads", rm_num_heads, rm_d)):
     if heads < 1 or width % heads:
       raise ConversionError(f"{name}={heads} does not divide the width {width}")
-  return {"resnet_depth": depth, "resnet_width": 64, "d_model": int(d_model), "d_ff": int(d_ff),
-          "num_heads": int(num_heads), "num_encoder_layers": layers("encoder"),
-          "num_decoder_layers": layers("decoder"), "rm_num_slots": int(mlp_in // rm_d),
+  return {**visual, "d_model": int(d_model), "d_ff": int(d_ff),
+          "num_heads": int(num_heads), "num_encoder_layers": count_layers(sd, "encoder"),
+          "num_decoder_layers": count_layers(sd, "decoder"), "rm_num_slots": int(mlp_in // rm_d),
           "rm_num_heads": int(rm_num_heads), "rm_d_model": int(rm_d), "_d_vf": int(d_vf)}
+
+
+def count_layers(sd: Mapping[str, np.ndarray], part: str) -> int:
+  """How many layers the checkpoint's 'encoder' or 'decoder' has."""
+  return len({m.group(1) for n in sd for m in [re.match(
+      rf"{re.escape(_ED)}model\.{part}\.layers\.(\d+)\.", n)] if m})
+
+
+def visual_dims(sd: Mapping[str, np.ndarray]) -> dict:
+  """The torchvision ResNet depth of the visual extractor's tensors (blocks per stage)."""
+  blocks = [len({m.group(1) for n in sd for m in [re.match(
+      rf"{re.escape(_VISUAL_PREFIX)}{k}\.(\d+)\.", n)] if m}) for k in ("4", "5", "6", "7")]
+  bottleneck = any(n.startswith(_VISUAL_PREFIX + "4.0.conv3.") for n in sd)
+  depth = {(False, (2, 2, 2, 2)): 18, (False, (3, 4, 6, 3)): 34, (True, (3, 4, 6, 3)): 50,
+           (True, (3, 4, 23, 3)): 101}.get((bottleneck, tuple(blocks)))
+  if depth is None:
+    raise ConversionError(f"the visual extractor (blocks per stage {blocks}, "
+                          f"{'bottleneck' if bottleneck else 'basic'}) is not a torchvision "
+                          "ResNet-18/34/50/101")
+  return {"resnet_depth": depth, "resnet_width": 64}
 
 
 def _transformer_target(name: str) -> Optional[tuple]:
@@ -167,17 +178,10 @@ def _transformer_target(name: str) -> Optional[tuple]:
   m = re.fullmatch(r"model\.(encoder|decoder)\.layers\.(\d+)\.(.+)", rest)
   if m:
     part, i, sub = m.groups()
-    layer = f"{part}_layers_{i}"
-    m2 = re.fullmatch(r"(self_attn|src_attn)\.linears\.([0-3])\.(weight|bias)", sub)
-    if m2 and (part == "decoder" or m2.group(1) == "self_attn"):
-      return (layer, m2.group(1), _ATTN[m2.group(2)], _LINEAR[m2.group(3)]), "linear"
-    m2 = re.fullmatch(r"feed_forward\.(w_1|w_2)\.(weight|bias)", sub)
-    if m2:
-      return (layer, "ffn", _FF[m2.group(1)], _LINEAR[m2.group(2)]), "linear"
-    norms = _ENC_NORMS if part == "encoder" else _DEC_NORMS
-    m2 = re.fullmatch(r"sublayer\.(\d)\.norm\.(gamma|beta)", sub)
-    if m2 and m2.group(1) in norms:
-      return (layer, norms[m2.group(1)], _NORM[m2.group(2)]), "plain"
+    layer, norms = f"{part}_layers_{i}", _ENC_NORMS if part == "encoder" else _DEC_NORMS
+    target = layer_target(part, layer, sub, _NORM)
+    if target is not None:
+      return target
     m2 = re.fullmatch(r"sublayer\.(\d)\.norm\.(mlp_gamma|mlp_beta)\.([02])\.(weight|bias)", sub)
     if m2 and part == "decoder" and m2.group(1) in norms:
       return ((layer, norms[m2.group(1)], m2.group(2), _MLP[m2.group(3)],
@@ -195,6 +199,23 @@ def _transformer_target(name: str) -> Optional[tuple]:
   return None
 
 
+def layer_target(part: str, layer: str, sub: str, norm_fields: Mapping[str, str]
+                 ) -> Optional[tuple]:
+  """(our path, 'linear' | 'plain') of a tensor `sub` of an encoder or decoder layer: its
+  attention maps, feed-forward and norms (`norm_fields`: the peer's names of scale and bias)."""
+  m = re.fullmatch(r"(self_attn|src_attn)\.linears\.([0-3])\.(weight|bias)", sub)
+  if m and (part == "decoder" or m.group(1) == "self_attn"):
+    return (layer, m.group(1), _ATTN[m.group(2)], _LINEAR[m.group(3)]), "linear"
+  m = re.fullmatch(r"feed_forward\.(w_1|w_2)\.(weight|bias)", sub)
+  if m:
+    return (layer, "ffn", _FF[m.group(1)], _LINEAR[m.group(2)]), "linear"
+  norms = _ENC_NORMS if part == "encoder" else _DEC_NORMS
+  m = re.fullmatch(r"sublayer\.(\d)\.norm\.(" + "|".join(norm_fields) + ")", sub)
+  if m and m.group(1) in norms:
+    return (layer, norms[m.group(1)], norm_fields[m.group(2)]), "plain"
+  return None
+
+
 def _sinusoid_ok(pe: np.ndarray, d_model: int) -> bool:
   from cnx2rg_jax.models.layers import sinusoidal_positions  # pylint: disable=import-outside-toplevel
   pe = pe.reshape(-1, pe.shape[-1])
@@ -206,19 +227,17 @@ def _sinusoid_ok(pe: np.ndarray, d_model: int) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def expected_variables(model_config) -> dict:
-  """{collection: {path tuple: shape}} of CNX2RG(model_config)'s variables (traced only; do not
-  modify the result, it is cached)."""
+  """{collection: {path tuple: shape}} of the variables of model_config's architecture (CNX2RG
+  or CMNModel; traced only; do not modify the result, it is cached)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   from flax import traverse_util  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.models.cnx2rg import CNX2RG  # pylint: disable=import-outside-toplevel
-  model = CNX2RG(model_config, image_normalization="imagenet")
-  views = model_config.num_views
-  shape = (1, views, 64, 64, 1) if views > 1 else (1, 64, 64, 1)
-  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32),
-                             jnp.zeros((1, 2), jnp.int32))
-  variables = nn.unbox(variables)
+  from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
+  model = factory.model_of(model_config, image_normalization="imagenet")
+  variables = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                      jnp.zeros(model_config.image_shape(1, 64), jnp.float32),
+                                      jnp.zeros((1, 2), jnp.int32)))
   return {col: {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree).items()}
           for col, tree in variables.items()}
 
@@ -230,13 +249,10 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], model_config, rows: np.ndar
   Raises ConversionError naming every tensor it cannot place, every parameter left unfilled
   and any shape mismatch.
   """
-  from flax import traverse_util  # pylint: disable=import-outside-toplevel
   if not (model_config.r2gen_rgb_stem and model_config.r2gen_layernorm):
     raise ConversionError("an R2Gen checkpoint needs model.r2gen_rgb_stem and "
                           "model.r2gen_layernorm (configs/r2gen.py sets them)")
   want = expected_variables(model_config)
-  out: dict[str, dict] = {col: {} for col in want}
-  visual, unplaced, mismatched = {}, [], []
   rows = np.asarray(rows)
   lut_rows = sd.get(_ED + "model.tgt_embed.0.lut.weight", np.zeros((0, 0))).shape[0]
   if len(rows) != model_config.vocab_size:
@@ -244,6 +260,22 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], model_config, rows: np.ndar
   if lut_rows and rows.max() >= lut_rows:
     raise ConversionError(f"the vocabulary maps to R2Gen row {int(rows.max())}, but the "
                           f"checkpoint's embedding has {lut_rows} rows")
+  out, visual, _ = place_tensors(sd, model_config, rows, want, _transformer_target,
+                                 lambda name: name == _ED + "model.tgt_embed.1.pe",
+                                 f"{len(np.unique(rows))} R2Gen rows")
+  return fill_visual(out, want, visual, model_config)
+
+
+def place_tensors(sd: Mapping[str, np.ndarray], model_config, rows: np.ndarray, want: dict,
+                  target: Callable[[str], Optional[tuple]], is_positions: Callable[[str], bool],
+                  rows_text: str) -> tuple[dict, dict, dict]:
+  """Places the checkpoint's tensors: returns ({collection: {path: array}} of the transformer,
+  {torchvision name: array} of the visual extractor, {path: name} of a tensor that landed on a
+  path another tensor filled with other values). `target(name)` is the peer's tensor map,
+  `is_positions(name)` its sinusoid buffers (checked, not stored); `rows_text` counts the peer's
+  rows for the error. Raises ConversionError naming every tensor not placed or not fitting."""
+  out: dict[str, dict] = {col: {} for col in want}
+  visual, unplaced, mismatched, copies = {}, [], [], {}
   for name, value in sd.items():
     if name.endswith("num_batches_tracked"):
       continue
@@ -254,18 +286,18 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], model_config, rows: np.ndar
       else:
         unplaced.append(name)
       continue
-    if name == _ED + "model.tgt_embed.1.pe":
+    if is_positions(name):
       if not _sinusoid_ok(value, model_config.d_model):
         raise ConversionError(f"{name}: the positional table is not the sinusoid table of "
                               f"width {model_config.d_model}")
       continue
-    target = _transformer_target(name) if name.startswith(_ED) else None
-    path = None if target is None else ("transformer",) + target[0]
+    placed = target(name) if name.startswith(_ED) else None
+    path = None if placed is None else ("transformer",) + placed[0]
     if path is None or path not in want["params"]:
       unplaced.append(name)
       continue
     array = np.asarray(value, np.float32)
-    if target[1] == "linear" and path[-1] == "kernel":
+    if placed[1] == "linear" and path[-1] == "kernel":
       if array.ndim != 2:
         mismatched.append(f"{name}: shape {array.shape} is not a Linear weight")
         continue
@@ -273,18 +305,27 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], model_config, rows: np.ndar
     if path[1] in ("logit", "embed"):
       array = _map_rows(name, array, rows, path)
       if array is None:
-        mismatched.append(f"{name}: shape {tuple(value.shape)} does not fit "
-                          f"{len(np.unique(rows))} R2Gen rows")
+        mismatched.append(f"{name}: shape {tuple(value.shape)} does not fit {rows_text}")
         continue
     if array.shape != want["params"][path]:
       mismatched.append(f"{name}: shape {tuple(value.shape)} (as {array.shape}) does not fit "
                         f"params/{'/'.join(path)} {want['params'][path]}")
       continue
+    if path in out["params"] and not np.array_equal(out["params"][path], array):
+      copies[path] = name
     out["params"][path] = array
   if unplaced:
     raise ConversionError(f"cannot place tensor(s) {sorted(unplaced)}")
   if mismatched:
     raise ConversionError("shape mismatch: " + "; ".join(mismatched))
+  return out, visual, copies
+
+
+def fill_visual(out: dict, want: dict, visual: Mapping[str, np.ndarray], model_config) -> dict:
+  """`out` with the visual extractor's tensors placed and the keyword head (neither peer has
+  one) zero, as {'params', 'batch_stats'} trees; raises ConversionError naming a parameter left
+  unfilled or a visual tensor that does not fit."""
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
   try:
     resnet = conv_tv.convert_resnet_state_dict(visual, model_config.resnet_depth, in_channels=3)
   except ValueError as e:  # names torchvision's tensor names; say where they came from
@@ -297,7 +338,7 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], model_config, rows: np.ndar
         raise ConversionError(f"visual {col}/{'/'.join(k)}: shape {v.shape} does not fit "
                               f"{want[col].get(path)}")
       out[col][path] = v
-  for path, shape in want["params"].items():  # R2Gen has no keyword head: zeros
+  for path, shape in want["params"].items():
     if path[0] == "keyword_head":
       out["params"][path] = np.zeros(shape, np.float32)
   missing = [f"{col}/{'/'.join(p)}" for col, paths in want.items() for p in paths
