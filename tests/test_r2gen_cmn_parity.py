@@ -82,30 +82,12 @@ def _rows(conv, ann, dataset):
 
 def test_teacher_forced_logits_match(setup):
   import jax  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
-  cmn_model, run, rows, views = setup["model"], setup["run"], setup["rows"], setup["views"]
-  v = int(rows.max()) + 1
-  seq = np.concatenate([np.zeros((BATCH, 1), np.int64),
-                        np.random.default_rng(5).integers(1, v, (BATCH, MAX_LEN))], axis=1)
-  captured = {}
-  hook = cmn_model.encoder_decoder.logit.register_forward_hook(
-      lambda m, i, o: captured.__setitem__("logits", o.detach().numpy()))
-  with torch.no_grad():
-    theirs_lp = cmn_model(_r2gen_images(setup["pixels"], views), torch.from_numpy(seq),
-                          mode="train").numpy()
-  hook.remove()
-  inverse = {int(r): i for i, r in enumerate(rows) if i >= 3}
-  inverse[0] = 1  # row 0 fed first is bos
-  ours_in = np.vectorize(inverse.get)(seq[:, :-1]).astype(np.int32)
-  logits, _ = jax.jit(run.model.apply)(run.variables, _our_images(setup["pixels"], views),
-                                       ours_in)
-  logits = np.asarray(logits)
-  keep = [i for i in range(len(rows)) if i not in (0, 1)]  # pad, bos: no R2GenCMN row
-  ours_lp = np.asarray(jax.nn.log_softmax(logits, axis=-1))[..., keep]
-  cols = rows[keep]
-  assert sorted(cols.tolist()) == list(range(v))
-  diff_logits = np.abs(logits[..., keep] - captured["logits"][..., cols]).max()
-  diff_lp = np.abs(ours_lp - theirs_lp[..., cols]).max()
+  run, rows, views = setup["run"], setup["rows"], setup["views"]
+  diff_logits, diff_lp, _ = harness.teacher_forced_diffs(
+      setup["model"], _r2gen_images(setup["pixels"], views),
+      lambda ids: jax.jit(run.model.apply)(run.variables, _our_images(setup["pixels"], views),
+                                           ids)[0],
+      rows, BATCH, MAX_LEN)
   print(f"\nR2GenCMN views={views}: max |logit diff| {diff_logits:.2e}, "
         f"max |log-prob diff| {diff_lp:.2e}")
   assert diff_logits < TOL and diff_lp < TOL

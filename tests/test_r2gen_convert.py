@@ -31,9 +31,8 @@ def vocab():
 
 
 def _model_config(tokenizer, sd):
-  from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
   config, _ = conv.r2gen_config("mimic_cxr", weights.infer_dims(sd, num_heads=4, rm_num_heads=2), 2)
-  return factory.model_config(config.model, vocab_size=tokenizer.vocab_size, max_len=20)
+  return harness.converted_model_config(config, tokenizer)
 
 
 def test_vocabulary_matches_brute_force():

@@ -203,31 +203,12 @@ def test_vocabulary_is_r2gens(setup):
 
 def test_teacher_forced_logits_match(setup):
   import jax  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
   model, variables, _, rows, _ = _ours(setup)
-  r2gen_model, views = setup["model"], setup["views"]
-  rng = np.random.default_rng(5)
-  v = int(rows.max()) + 1
-  seq = np.concatenate([np.zeros((BATCH, 1), np.int64),
-                        rng.integers(1, v, (BATCH, MAX_LEN))], axis=1)  # no pad inside
-  captured = {}
-  hook = r2gen_model.encoder_decoder.logit.register_forward_hook(
-      lambda m, i, o: captured.__setitem__("logits", o.detach().numpy()))
-  with torch.no_grad():
-    r2gen_lp = r2gen_model(_r2gen_images(setup["pixels"], views), torch.from_numpy(seq),
-                           mode="train").numpy()
-  hook.remove()
-  inverse = {int(r): i for i, r in enumerate(rows) if i >= 3}  # R2Gen row -> our id
-  inverse[0] = 1  # row 0 fed first is bos
-  ours_in = np.vectorize(inverse.get)(seq[:, :-1]).astype(np.int32)
-  logits, _ = jax.jit(model.apply)(variables, _our_images(setup["pixels"], views), ours_in)
-  logits = np.asarray(logits)
-  keep = [i for i in range(len(rows)) if i not in (0, 1)]  # pad and bos: no R2Gen row
-  ours_lp = np.asarray(jax.nn.log_softmax(logits, axis=-1))[..., keep]
-  r2gen_cols = rows[keep]
-  assert sorted(r2gen_cols.tolist()) == list(range(v))
-  diff_lp = np.abs(ours_lp - r2gen_lp[..., r2gen_cols]).max()
-  diff_logits = np.abs(logits[..., keep] - captured["logits"][..., r2gen_cols]).max()
+  views = setup["views"]
+  diff_logits, diff_lp, logits = harness.teacher_forced_diffs(
+      setup["model"], _r2gen_images(setup["pixels"], views),
+      lambda ids: jax.jit(model.apply)(variables, _our_images(setup["pixels"], views), ids)[0],
+      rows, BATCH, MAX_LEN)
   print(f"\n{setup['dataset']}: max |logit diff| {diff_logits:.2e}, max |log-prob diff| "
         f"{diff_lp:.2e}")
   assert diff_logits < TOL and diff_lp < TOL

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.helpers.r2gen_state import D, D_FF, ED, D_VF
-from tests.helpers.r2gen_state import _linear, _visual  # pylint: disable=protected-access
+from tests.helpers.r2gen_state import D, D_FF, ED, D_VF  # noqa: F401 (D_FF: its tests read it)
+from tests.helpers.r2gen_state import _layers, _linear, _visual  # pylint: disable=protected-access
 
 CMM_SIZE = 40
 
@@ -27,18 +27,5 @@ def r2gen_cmn_state_dict(rows: int, layers: int = 1, seed: int = 0) -> dict:
   from cnx2rg_jax.models.layers import sinusoidal_positions  # pylint: disable=import-outside-toplevel
   pe = np.asarray(sinusoidal_positions(300, D))[None]
   sd[ED + "model.tgt_embed.1.pe"] = sd[ED + "model.src_embed.0.pe"] = pe
-  for part, attns, norms in (("encoder", ("self_attn",), 2),
-                             ("decoder", ("self_attn", "src_attn"), 3)):
-    for i in range(layers):
-      base = f"{ED}model.{part}.layers.{i}."
-      for a in attns:
-        for j in range(4):
-          _linear(sd, rng, f"{base}{a}.linears.{j}", D, D)
-      _linear(sd, rng, base + "feed_forward.w_1", D_FF, D)
-      _linear(sd, rng, base + "feed_forward.w_2", D, D_FF)
-      for s in range(norms):
-        sd[f"{base}sublayer.{s}.norm.a_2"] = rng.normal(size=(D,)).astype(np.float32)
-        sd[f"{base}sublayer.{s}.norm.b_2"] = rng.normal(size=(D,)).astype(np.float32)
-    sd[f"{ED}model.{part}.norm.a_2"] = rng.normal(size=(D,)).astype(np.float32)
-    sd[f"{ED}model.{part}.norm.b_2"] = rng.normal(size=(D,)).astype(np.float32)
+  _layers(sd, rng, layers, ("a_2", "b_2"))
   return sd

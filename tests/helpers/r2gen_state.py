@@ -41,15 +41,10 @@ def _linear(sd, rng, name, out_f, in_f):
   sd[name + ".bias"] = rng.normal(size=(out_f,)).astype(np.float32)
 
 
-def r2gen_state_dict(rows: int, layers: int = 1, seed: int = 0) -> dict:
-  """A random state dict with R2Gen's names and shapes (ResNet-18, d 16, d_ff 24, 2 slots)."""
-  rng = np.random.default_rng(seed)
-  sd = _visual(rng)
-  _linear(sd, rng, ED + "att_embed.0", D, D_VF)
-  _linear(sd, rng, ED + "logit", rows, D)
-  sd[ED + "model.tgt_embed.0.lut.weight"] = rng.normal(size=(rows, D)).astype(np.float32)
-  from cnx2rg_jax.models.layers import sinusoidal_positions  # pylint: disable=import-outside-toplevel
-  sd[ED + "model.tgt_embed.1.pe"] = np.asarray(sinusoidal_positions(300, D))[None]
+def _layers(sd, rng, layers: int, norm_fields: tuple, decoder_norm=None) -> None:
+  """The encoder's and decoder's `layers` layers and final norms (`norm_fields`: the names of a
+  LayerNorm's scale and bias); `decoder_norm(prefix)` adds to each decoder norm."""
+  scale, bias = norm_fields
   for part, attns, norms in (("encoder", ("self_attn",), 2),
                              ("decoder", ("self_attn", "src_attn"), 3)):
     for i in range(layers):
@@ -60,14 +55,30 @@ def r2gen_state_dict(rows: int, layers: int = 1, seed: int = 0) -> dict:
       _linear(sd, rng, base + "feed_forward.w_1", D_FF, D)
       _linear(sd, rng, base + "feed_forward.w_2", D, D_FF)
       for s in range(norms):
-        sd[f"{base}sublayer.{s}.norm.gamma"] = rng.normal(size=(D,)).astype(np.float32)
-        sd[f"{base}sublayer.{s}.norm.beta"] = rng.normal(size=(D,)).astype(np.float32)
-        if part == "decoder":
-          for mlp in ("mlp_gamma", "mlp_beta"):
-            _linear(sd, rng, f"{base}sublayer.{s}.norm.{mlp}.0", D, SLOTS * D)
-            _linear(sd, rng, f"{base}sublayer.{s}.norm.{mlp}.2", D, D)
-    sd[f"{ED}model.{part}.norm.gamma"] = rng.normal(size=(D,)).astype(np.float32)
-    sd[f"{ED}model.{part}.norm.beta"] = rng.normal(size=(D,)).astype(np.float32)
+        sd[f"{base}sublayer.{s}.norm.{scale}"] = rng.normal(size=(D,)).astype(np.float32)
+        sd[f"{base}sublayer.{s}.norm.{bias}"] = rng.normal(size=(D,)).astype(np.float32)
+        if part == "decoder" and decoder_norm is not None:
+          decoder_norm(f"{base}sublayer.{s}.norm.")
+    sd[f"{ED}model.{part}.norm.{scale}"] = rng.normal(size=(D,)).astype(np.float32)
+    sd[f"{ED}model.{part}.norm.{bias}"] = rng.normal(size=(D,)).astype(np.float32)
+
+
+def r2gen_state_dict(rows: int, layers: int = 1, seed: int = 0) -> dict:
+  """A random state dict with R2Gen's names and shapes (ResNet-18, d 16, d_ff 24, 2 slots)."""
+  rng = np.random.default_rng(seed)
+  sd = _visual(rng)
+  _linear(sd, rng, ED + "att_embed.0", D, D_VF)
+  _linear(sd, rng, ED + "logit", rows, D)
+  sd[ED + "model.tgt_embed.0.lut.weight"] = rng.normal(size=(rows, D)).astype(np.float32)
+  from cnx2rg_jax.models.layers import sinusoidal_positions  # pylint: disable=import-outside-toplevel
+  sd[ED + "model.tgt_embed.1.pe"] = np.asarray(sinusoidal_positions(300, D))[None]
+
+  def mcln(norm: str) -> None:  # a decoder norm's MLPs from the relational memory
+    for mlp in ("mlp_gamma", "mlp_beta"):
+      _linear(sd, rng, f"{norm}{mlp}.0", D, SLOTS * D)
+      _linear(sd, rng, f"{norm}{mlp}.2", D, D)
+
+  _layers(sd, rng, layers, ("gamma", "beta"), mcln)
   for j in range(4):
     _linear(sd, rng, f"{ED}model.rm.attn.linears.{j}", D, D)
   _linear(sd, rng, ED + "model.rm.mlp.0", D, D)
