@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 from cnx2rg_jax.convert import r2gen as r2gen_conv
 from cnx2rg_jax.convert import r2gen_common as common
 from cnx2rg_jax.convert import r2gen_cmn_weights as weights
-from cnx2rg_jax.convert.r2gen_weights import ConversionError, read_checkpoint
+from cnx2rg_jax.convert.r2gen_weights import ConversionError, read_checkpoint  # noqa: F401 (its error)
 from cnx2rg_jax.text import tokenizer as tok
 
 COMMAND = "python -m cnx2rg_jax.convert.r2gen_cmn"

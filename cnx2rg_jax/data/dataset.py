@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import pathlib
 import time
@@ -164,10 +163,8 @@ def prepare(data, num_views: int = 1,
   # Several processes: process 0 builds; the others reuse its files, or build their own copy
   # where their data_dir is not shared.
   builder, already = distributed.first_then_others(build, f"dataset {cfg.name}")
-  prepared = PreparedDataset(builder, built_now=not already,
-                             build_seconds=time.perf_counter() - start)
-  logging.info("cncxr/%s: %s", cfg.name, annotation_summary(prepared))
-  return prepared
+  return PreparedDataset(builder, built_now=not already,
+                         build_seconds=time.perf_counter() - start)
 
 
 def annotation_summary(prepared: "PreparedDataset") -> str:
