@@ -206,10 +206,10 @@ def test_cli_labels_each_line(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b'{"id": 1, "report": "a"}\n{"id": 2}\n', "line 2 has no \"report\""),
-    (b'{"id": 1, "report": "a"}\n{"id": 2, "report": "\xff"}\n', "line 2 is not valid UTF-8"),
-    (b'{"id": 1, "report": "a"}\n{"id": 2, "report": \n', "line 2 is not valid JSON"),
-    (b'{"id": 1, "report": "a"}\n{"id": 1, "report": "b"}\n', "line 2 repeats id 1"),
+    (b'{"id": 1, "report": "a"}\n{"id": 2}\n', "line 2: no \"report\" field"),
+    (b'{"id": 1, "report": "a"}\n{"id": 2, "report": "\xff"}\n', "line 2: not valid UTF-8"),
+    (b'{"id": 1, "report": "a"}\n{"id": 2, "report": \n', "line 2: not valid JSON"),
+    (b'{"id": 1, "report": "a"}\n{"id": 1, "report": "b"}\n', "line 2: repeats id 1"),
     (b"", "is empty"),
 ])
 def test_cli_rejects_bad_input(tmp_path, content, message):

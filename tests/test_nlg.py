@@ -162,7 +162,7 @@ BAD_FILES = {
     "missing_field": (GOOD + b"\n" + b'{"id": 2, "prediction": "x"}\n', 2, "missing field"),
     "non_string": (GOOD + b"\n\n" + _line(2, pred=5).encode() + b"\n", 3, "must be a string"),
     "non_utf8": (GOOD + b"\n" + _line(2).encode("gbk") + b"\n", 2, "UTF-8"),
-    "invalid_json": (GOOD + b"\n" + b'{"id": 2, "prediction": \n', 2, "invalid JSON"),
+    "invalid_json": (GOOD + b"\n" + b'{"id": 2, "prediction": \n', 2, "not valid JSON"),
     "not_object": (GOOD + b"\n" + b'["a"]\n', 2, "JSON object"),
     "bad_id": (_line(None).encode() + b"\n", 1, "'id'"),
     "empty_reference": (GOOD + b"\n" + _line(2, ref=" 。").encode() + b"\n", 2, "empty"),

@@ -26,7 +26,7 @@ import numpy as np
 from cnx2rg_jax import decoding
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.decoder import prefix_mask
+from cnx2rg_jax.models.decoder import cross_attend, prefix_mask
 from cnx2rg_jax.models.mcln import stacked_shifts
 
 
@@ -89,7 +89,7 @@ def decode_parts(batch: int, beam: int, max_len: int, vocab: int, repeats: int) 
         return layer.self_attn.attend(h, keys, values, prefix_mask(pos, max_len)), keys, values
       if name == "cross_attention":
         h = layer.norm_src.normalize(x, shifts[..., 1, :, :])
-        return layer._cross_attend(h, cross, True)  # pylint: disable=protected-access
+        return cross_attend(layer.src_attn, h, cross, True)
       return layer.ffn(layer.norm_ff.normalize(x, shifts[..., 2, :, :]))
     return run
 

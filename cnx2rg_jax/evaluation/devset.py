@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.jsonl import JsonLinesError, read_objects
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.cleaning import clean_report
@@ -39,45 +40,40 @@ CLASSES = {"positive": kw.POSITIVE, "negated": kw.NEGATED, "uncertain": kw.UNCER
 _VALUES = frozenset(CLASSES.values())
 
 
-class DevsetError(ValueError):
+class DevsetError(JsonLinesError):
   """A line of the hand-labelled set that is not usable; the message names it."""
 
 
 def read_devset(path: str) -> list[dict]:
   """The rows of a hand-labelled set: {"id", "report", "keywords", "pairs"} (pairs as tuples).
 
-  Raises DevsetError naming the 1-based line for invalid JSON, a missing field, an unknown
+  Lines are read by cnx2rg_jax/jsonl.py's rules. Raises DevsetError naming the 1-based line
+  for bad UTF-8, invalid JSON, a line that is not an object, a missing field, an unknown
   keyword, a value outside 1/0/-1, a pair that is not (anatomy, lesion) or a repeated id.
   """
   rows, seen = [], set()
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, start=1):
-      where = f"{path} line {n}"
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DevsetError(f"{where} is not valid JSON ({e.msg})") from None
-      if not isinstance(obj, dict) or not all(k in obj for k in ("id", "report", "keywords",
-                                                                  "pairs")):
-        raise DevsetError(f"{where} must be an object with id, report, keywords and pairs")
-      if (not isinstance(obj["report"], str) or not isinstance(obj["keywords"], dict)
-          or not isinstance(obj["pairs"], list)):
-        raise DevsetError(f"{where}: report must be a string, keywords an object, pairs a list")
-      if obj["id"] in seen:
-        raise DevsetError(f"{where} repeats id {obj['id']!r}")
-      seen.add(obj["id"])
-      for key, value in obj["keywords"].items():
-        if key not in kw.KEYWORD_INDEX or value not in _VALUES:
-          raise DevsetError(f"{where}: keyword label {key!r}: {value!r} is not a Table 1 "
-                            "keyword with a value of 1, 0 or -1")
-      pairs = []
-      for p in obj["pairs"]:
-        if (not isinstance(p, list) or len(p) != 2 or p[0] not in kw.ANATOMY_KEYS
-            or p[1] not in kw.LESION_KEYS):
-          raise DevsetError(f"{where}: pair {p!r} is not [anatomy keyword, lesion keyword]")
-        pairs.append(tuple(p))
-      rows.append({"id": obj["id"], "report": obj["report"], "keywords": obj["keywords"],
-                   "pairs": sorted(set(pairs))})
+  for n, obj in read_objects(path, DevsetError):
+    where = f"{path}, line {n}"
+    if not all(k in obj for k in ("id", "report", "keywords", "pairs")):
+      raise DevsetError(f"{where}: must be an object with id, report, keywords and pairs")
+    if (not isinstance(obj["report"], str) or not isinstance(obj["keywords"], dict)
+        or not isinstance(obj["pairs"], list)):
+      raise DevsetError(f"{where}: report must be a string, keywords an object, pairs a list")
+    if obj["id"] in seen:
+      raise DevsetError(f"{where}: repeats id {obj['id']!r}")
+    seen.add(obj["id"])
+    for key, value in obj["keywords"].items():
+      if key not in kw.KEYWORD_INDEX or value not in _VALUES:
+        raise DevsetError(f"{where}: keyword label {key!r}: {value!r} is not a Table 1 "
+                          "keyword with a value of 1, 0 or -1")
+    pairs = []
+    for p in obj["pairs"]:
+      if (not isinstance(p, list) or len(p) != 2 or p[0] not in kw.ANATOMY_KEYS
+          or p[1] not in kw.LESION_KEYS):
+        raise DevsetError(f"{where}: pair {p!r} is not [anatomy keyword, lesion keyword]")
+      pairs.append(tuple(p))
+    rows.append({"id": obj["id"], "report": obj["report"], "keywords": obj["keywords"],
+                 "pairs": sorted(set(pairs))})
   if not rows:
     raise DevsetError(f"{path} is empty")
   return rows

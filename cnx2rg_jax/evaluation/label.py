@@ -17,51 +17,39 @@ from absl import app
 from absl import flags
 
 from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.jsonl import JsonLinesError, read_objects
 
 _INPUT = flags.DEFINE_string("input", None, "JSON-lines file of {\"id\", \"report\"} objects.")
 
 
-class InputError(ValueError):
+class InputError(JsonLinesError):
   """Bad input; the message names the file and line."""
 
 
 def read_reports(path: str) -> list[tuple[object, str]]:
-  """(id, report) of every line of a JSON-lines file, in order.
+  """(id, report) of every non-blank line of a JSON-lines file (cnx2rg_jax/jsonl.py's rules), in
+  order.
 
   Raises InputError naming the 1-based line for a line that is not UTF-8, not a JSON object, or
-  lacks a str "report" or a str/int "id", for a repeated id, and for a file with no lines.
+  lacks a str "report" or a str/int "id", for a repeated id, and for a file with no report.
   """
-  with open(path, "rb") as f:
-    raw = f.read()
-  lines = raw.split(b"\n")
-  if lines and lines[-1] == b"":
-    lines.pop()  # the newline that ends the last line
-  if not lines:
-    raise InputError(f"{path} is empty: expected one JSON object per line")
   out, seen = [], {}
-  for n, line in enumerate(lines, start=1):
-    where = f"{path} line {n}"
-    try:
-      obj = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as e:
-      raise InputError(f"{where} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-      raise InputError(f"{where} is not valid JSON ({e.msg}, column {e.colno})") from None
-    if not isinstance(obj, dict):
-      raise InputError(f"{where} is a JSON {type(obj).__name__}, expected an object "
-                       "with \"id\" and \"report\"")
+  for n, obj in read_objects(path, InputError):
+    where = f"{path}, line {n}"
     for field in ("id", "report"):
       if field not in obj:
-        raise InputError(f"{where} has no \"{field}\" field")
+        raise InputError(f"{where}: no \"{field}\" field")
     rid = obj["id"]
     if isinstance(rid, bool) or not isinstance(rid, (str, int)):
       raise InputError(f"{where}: \"id\" must be a string or an integer, got {rid!r}")
     if not isinstance(obj["report"], str):
       raise InputError(f"{where}: \"report\" must be a string, got {obj['report']!r:.60}")
     if rid in seen:
-      raise InputError(f"{where} repeats id {rid!r}, first seen on line {seen[rid]}")
+      raise InputError(f"{where}: repeats id {rid!r}, first seen on line {seen[rid]}")
     seen[rid] = n
     out.append((rid, obj["report"]))
+  if not out:
+    raise InputError(f"{path} is empty: expected one JSON object per line")
   return out
 
 

@@ -1,4 +1,4 @@
-"""Reading and writing report files in JSON lines (UTF-8, one JSON object a line).
+"""Report files in JSON lines, read and written by cnx2rg_jax/jsonl.py's rules.
 
 A predictions file holds one object per report: {"id": ..., "prediction": "...",
 "reference": "..."}; other fields are allowed and kept. Every problem in it raises a
@@ -9,71 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
 
+from cnx2rg_jax.jsonl import JsonLinesError, read_objects, write_objects
 from cnx2rg_jax.text.cleaning import clean_report
 
 PREDICTION_FIELDS = ("id", "prediction", "reference")
 
 
-class ReportsFileError(ValueError):
+class ReportsFileError(JsonLinesError):
   """A report file that cannot be used; the message names the file and the line."""
 
 
-def _lines(path: str | os.PathLike):
-  """Yields (1-based line number, decoded text) for each non-blank line of `path`.
-
-  Bytes are decoded line by line (strict UTF-8; a BOM at the start of the file is dropped), so
-  bad bytes are reported with their line. Raises ReportsFileError for undecodable bytes and
-  OSError when the file cannot be read.
-  """
-  with open(path, "rb") as f:
-    data = f.read()
-  if data.startswith(b"\xef\xbb\xbf"):
-    data = data[3:]
-  for i, raw in enumerate(data.split(b"\n"), start=1):
-    try:
-      text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-      raise ReportsFileError(
-          f"{path}, line {i}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1});"
-          " report files must be UTF-8 encoded") from None
-    if text.strip():
-      yield i, text
-
-
-def _objects(path: str | os.PathLike):
-  """Yields (1-based line number, JSON object) for each non-blank line of `path`.
-
-  Raises ReportsFileError naming the line for bad UTF-8, invalid JSON or a line that is not an
-  object, and OSError when the file cannot be read.
-  """
-  for i, text in _lines(path):
-    try:
-      row = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ReportsFileError(f"{path}, line {i}: invalid JSON ({e.msg} at column {e.colno})"
-                             ) from None
-    if not isinstance(row, dict):
-      raise ReportsFileError(
-          f"{path}, line {i}: expected a JSON object, got {type(row).__name__}")
-    yield i, row
-
-
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  """Every non-blank line of `path` parsed as a JSON object, in file order.
-
-  Raises ReportsFileError naming the line for bad UTF-8, invalid JSON or a line that is not an
-  object, and OSError when the file cannot be read. An empty file gives [].
-  """
-  return [row for _, row in _objects(path)]
+  """Every non-blank line of `path` as a JSON object, in file order (cnx2rg_jax/jsonl.py's rules;
+  ReportsFileError names the line). An empty file gives []."""
+  return [row for _, row in read_objects(path, ReportsFileError)]
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-  """Writes `rows` to `path`, one compact JSON object a line, UTF-8, non-ASCII kept as is."""
-  with open(path, "w", encoding="utf-8", newline="\n") as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+write_jsonl = write_objects
 
 
 def _check_string(path, i: int, row: dict, field: str) -> None:
@@ -101,7 +54,7 @@ def read_prediction_lines(path: str | os.PathLike) -> list[dict]:
   """
   rows = []
   seen: dict[str, int] = {}
-  for i, row in _objects(path):
+  for i, row in read_objects(path, ReportsFileError):
     missing = [f for f in PREDICTION_FIELDS if f not in row]
     if missing:
       raise ReportsFileError(f"{path}, line {i}: missing field(s) {missing}; every line needs "

@@ -36,13 +36,10 @@ import jax.numpy as jnp
 from cnx2rg_jax.models.cmn_memory import CrossModalMemory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.models.config import ModelConfig
-from cnx2rg_jax.models.decoder import prefix_mask, write_at
+from cnx2rg_jax.models.decoder import cross_attend, prefix_mask, write_at
 from cnx2rg_jax.models.layers import (TORCH_LINEAR, Embeddings, LayerNorm, MultiHeadAttention,
                                       PositionwiseFeedForward, causal_mask, dense,
                                       sinusoidal_positions)
-from cnx2rg_jax.models.prompt import KeywordHead, PromptFusion
-from cnx2rg_jax.models.prompt_encoder import MedCLIPImageEncoder
-from cnx2rg_jax.models.resnet import VisualEncoder
 from cnx2rg_jax.models.transformer import EncoderLayer
 
 Cache = Dict[str, Any]
@@ -68,19 +65,6 @@ class CMNDecoderLayer(nn.Module):
   def cross_kv(self, memory_feats: jax.Array) -> KV:
     return self.src_attn.project_kv(memory_feats)
 
-  def _cross_attend(self, h: jax.Array, cross: KV, deterministic: bool) -> jax.Array:
-    """h [R, T, d] over per-example keys/values [B, N, heads, d_head], R a multiple of B (one
-    position when R > B): example b's K rows query its keys without repeating them."""
-    rows, studies = h.shape[0], cross[0].shape[0]
-    if rows == studies:
-      return self.src_attn.attend(h, cross[0], cross[1], None, deterministic)
-    if h.shape[1] != 1 or rows % studies:
-      raise ValueError(f"{rows} decoder rows of length {h.shape[1]} against {studies} examples' "
-                       "cross-attention keys: want one position and a multiple of the examples")
-    a = self.src_attn.attend(h.reshape(studies, rows // studies, -1), cross[0], cross[1], None,
-                             deterministic)
-    return a.reshape(h.shape[:2] + a.shape[-1:])
-
   def __call__(self, x: jax.Array, cross: KV, self_mask: jax.Array, deterministic: bool = True,
                kv_cache: Optional[KV] = None, pos: Optional[jax.Array] = None
                ) -> Tuple[jax.Array, KV]:
@@ -93,7 +77,7 @@ class CMNDecoderLayer(nn.Module):
       values = write_at(kv_cache[1], values, pos)
     a = self.self_attn.attend(h, keys, values, self_mask, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
-    a = self._cross_attend(self.norm_src(x), cross, deterministic)
+    a = cross_attend(self.src_attn, self.norm_src(x), cross, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
     a = self.ffn(self.norm_ff(x), deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
@@ -198,18 +182,4 @@ class CMNTransformer(nn.Module):
 class CMNModel(CNX2RG):
   """CNX2RG's visual side (ResNet, prompts, keyword head) with R2GenCMN's Transformer; every
   entry point is CNX2RG's."""
-
-  def setup(self):
-    c = self.config
-    self.visual = VisualEncoder(c, frozen_bn=self.frozen_bn)
-    if c.prompt_encoder:
-      self.prompt_encoder = MedCLIPImageEncoder(
-          image_size=c.prompt_encoder_image_size, input_normalization=self.image_normalization,
-          dtype=c.compute_dtype)
-    self.prompt = PromptFusion(c)
-    self.keyword_head = KeywordHead(c)
-    if c.r2gen_rgb_stem and self.image_normalization != "imagenet":
-      raise ValueError("model.r2gen_rgb_stem needs data.normalization='imagenet' (the 3-channel "
-                       f"stem undoes it exactly), got {self.image_normalization!r}")
-    self.transformer = CMNTransformer(c, r2gen_layernorm=self.r2gen_layernorm or c.r2gen_layernorm,
-                                      att_embed_dropout=c.visual_dropout)
+  transformer_class = CMNTransformer

@@ -17,7 +17,7 @@ batch_stats['prompt_encoder'], loaded by `training.state` when the train state i
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,8 @@ class CNX2RG(nn.Module):
   r2gen_layernorm: bool = False  # R2Gen's LayerNorm (unbiased std + eps) everywhere
   # The input pipeline's data.normalization: the frozen prompt encoder maps it to MedCLIP's.
   image_normalization: str = "zscore"
+  # The encoder-decoder on top of the visual side; CMNModel (models/cmn.py) swaps in its own.
+  transformer_class: ClassVar[type] = ReportTransformer
 
   def setup(self):
     self.visual = VisualEncoder(self.config, frozen_bn=self.frozen_bn)
@@ -47,10 +49,9 @@ class CNX2RG(nn.Module):
     if self.config.r2gen_rgb_stem and self.image_normalization != "imagenet":
       raise ValueError("model.r2gen_rgb_stem needs data.normalization='imagenet' (the 3-channel "
                        f"stem undoes it exactly), got {self.image_normalization!r}")
-    self.transformer = ReportTransformer(self.config,
-                                         r2gen_layernorm=(self.r2gen_layernorm
-                                                          or self.config.r2gen_layernorm),
-                                         att_embed_dropout=self.config.visual_dropout)
+    self.transformer = self.transformer_class(
+        self.config, r2gen_layernorm=self.r2gen_layernorm or self.config.r2gen_layernorm,
+        att_embed_dropout=self.config.visual_dropout)
 
   def frozen_prompt_features(self, images: jax.Array,
                              prompt_features: Optional[jax.Array] = None) -> Optional[jax.Array]:

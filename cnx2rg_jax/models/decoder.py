@@ -34,6 +34,21 @@ def prefix_mask(pos: jax.Array, length: int) -> jax.Array:
   return (jnp.arange(length) <= pos)[None, None, None, :]
 
 
+def cross_attend(attn: MultiHeadAttention, h: jax.Array, cross: KV,
+                 deterministic: bool) -> jax.Array:
+  """`attn` of h [R, T, d] over cross-attention (keys, values) [B, N, heads, d_head] with R a
+  multiple of B: rows b * K .. b * K + K - 1 (beams or samples of example b, one position each)
+  are example b's K queries, so the per-example keys/values are never repeated or gathered."""
+  rows, studies = h.shape[0], cross[0].shape[0]
+  if rows == studies:
+    return attn.attend(h, cross[0], cross[1], None, deterministic)
+  if h.shape[1] != 1 or rows % studies:
+    raise ValueError(f"{rows} decoder rows of length {h.shape[1]} against {studies} examples' "
+                     "cross-attention keys: want one position and a multiple of the examples")
+  a = attn.attend(h.reshape(studies, rows // studies, -1), cross[0], cross[1], None, deterministic)
+  return a.reshape(h.shape[:2] + a.shape[-1:])
+
+
 class DecoderLayer(nn.Module):
   """One memory-conditioned decoder layer (residual stream float32)."""
   config: ModelConfig
@@ -57,20 +72,6 @@ class DecoderLayer(nn.Module):
   def norms(self) -> Tuple[ConditionalLayerNorm, ...]:
     """The layer's MCLNs in the order `__call__` takes their MLP outputs."""
     return self.norm_self, self.norm_src, self.norm_ff
-
-  def _cross_attend(self, h: jax.Array, cross: KV, deterministic: bool) -> jax.Array:
-    """Cross-attention of h [R, T, d] over cross (keys, values) [B, N, heads, d_head] with R a
-    multiple of B: rows b * K .. b * K + K - 1 (beams or samples of example b, one position each)
-    are example b's K queries, so the per-example keys/values are never repeated or gathered."""
-    rows, studies = h.shape[0], cross[0].shape[0]
-    if rows == studies:
-      return self.src_attn.attend(h, cross[0], cross[1], None, deterministic)
-    if h.shape[1] != 1 or rows % studies:
-      raise ValueError(f"{rows} decoder rows of length {h.shape[1]} against {studies} examples' "
-                       "cross-attention keys: want one position and a multiple of the examples")
-    a = self.src_attn.attend(h.reshape(studies, rows // studies, -1), cross[0], cross[1], None,
-                             deterministic)
-    return a.reshape(h.shape[:2] + a.shape[-1:])
 
   def __call__(self, x: jax.Array, rm_out: Optional[jax.Array], cross: KV, self_mask: jax.Array,
                deterministic: bool = True, kv_cache: Optional[KV] = None,
@@ -99,7 +100,7 @@ class DecoderLayer(nn.Module):
     a = self.self_attn.attend(h, keys, values, self_mask, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
     h = self.norm_src.normalize(x, shifts[..., 1, :, :])
-    a = self._cross_attend(h, cross, deterministic)
+    a = cross_attend(self.src_attn, h, cross, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
     h = self.norm_ff.normalize(x, shifts[..., 2, :, :])
     a = self.ffn(h, deterministic)

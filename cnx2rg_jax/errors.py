@@ -1,0 +1,12 @@
+"""The one idea of a user error: the input is wrong, not the code.
+
+A bad config, file, annotation, checkpoint or workdir raises a subclass of `UserError` whose
+message names the bad item and says what to do. `run.py` (launch.py) and the command-line tools
+catch `UserError` once and print its message as one paragraph with exit code 2, never a
+traceback. The subclasses (e.g. `data.dataset.DataConfigError`, `training.checkpoints.
+CheckpointError`) only say where the error comes from; each is also a ValueError, as before.
+"""
+
+
+class UserError(ValueError):
+  """The input is wrong; the message names the bad item (shown without a traceback)."""
