@@ -4,7 +4,7 @@ The paper made its keyword labels (Table 1) and report graphs itself, with CN-Ra
 of CN-CXR's reports; a plain release folder (reports and images) has neither. A release build
 therefore annotates every entry whose annotation gives no `keywords` and/or no `entities`:
 
-* "labeler": the rule labeler (cnx2rg_jax/evaluation/labeler.py) gives the 48 labels
+* "labeler": the rule labeler (cnx2rg_jax/text/labeler.py) gives the 48 labels
   (1/0/-1, -2 for not mentioned) and its reading as a graph (labeler_graph.graph_of);
 * "cn_radgraph": a trained CN-RadGraph extractor gives the graph, and the labels are read off it
   (positive and negated only: its schema has no uncertain observation);
@@ -25,7 +25,7 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 
 from cnx2rg_jax.data import graph_augment
-from cnx2rg_jax.evaluation import labeler, labeler_graph
+from cnx2rg_jax.text import labeler, labeler_graph
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.cleaning import clean_report

@@ -35,7 +35,7 @@ Keeping the label, keyword and relations of every node, or swapping in a sub-gra
 place rules keep the report true of its image. Phrasings come from the training split's graphs
 (`PhraseBank`), each seen at least MIN_PHRASE_COUNT times, and a statement enters the bank only
 if the rule labeler reads its text as its graph says. Finally `augment` checks the result with
-the rule labeler (`evaluation.labeler.label_report`): a rewrite whose keyword labels or positive
+the rule labeler (`text.labeler.label_report`): a rewrite whose keyword labels or positive
 pairs differ from the original's is dropped and the original returned. A report without a
 graph, or whose graph's spans do not survive cleaning (`align_graph`), is left as it is.
 """
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 
-from cnx2rg_jax.evaluation import labeler
+from cnx2rg_jax.text import labeler
 from cnx2rg_jax.text import cleaning
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
