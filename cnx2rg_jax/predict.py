@@ -52,7 +52,7 @@ import jax
 import numpy as np
 
 from cnx2rg_jax.data import dataset, image_files, study_files, transforms
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.inference import ood, run_facts
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import generate, trained

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax.card import cases, curves, html_page, spans
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text.tokenizer import content_ids
 from cnx2rg_jax.text.word_vocab import WordTokenizer

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cnx2rg_jax import config_checks, run
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.training import loop
 from tests.conftest import tiny_model_config
 from tests.helpers import card_browser, card_checks

@@ -11,7 +11,7 @@ import pytest
 from cnx2rg_jax import config_checks
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.data import graph_augment as ga
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import cleaning, report_graph
 from configs import cnx2rg
 from tfds_cncxr.synthetic import findings as findings_lib

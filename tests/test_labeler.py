@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 from tfds_cncxr.synthetic import findings as findings_lib
 from tfds_cncxr.synthetic.reports import write_report

@@ -6,8 +6,8 @@ must name them all, so a new entry needs its sentence. Expected labels are writt
 
 import pytest
 
-from cnx2rg_jax.evaluation import labeler_lexicon as lex
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text import labeler_lexicon as lex
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 
 

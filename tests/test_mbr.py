@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax.evaluation import clinical, mbr
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 
 NORMAL = "两肺纹理清晰，未见实质性病变。心影不大。"
 SHADOWS = ["右下肺野可见片状密度增高影。心影不大。", "左上肺野可见斑片状阴影。心影不大。",

@@ -14,8 +14,8 @@ import pytest
 
 from cnx2rg_jax import config_checks, run
 from cnx2rg_jax.data import dataset, graph_augment, pipeline, transforms, vocabulary
-from cnx2rg_jax.evaluation.labeler import label_report
-from cnx2rg_jax.evaluation.labeler_graph import graph_of
+from cnx2rg_jax.text.labeler import label_report
+from cnx2rg_jax.text.labeler_graph import graph_of
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.training import loop

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cnx2rg_jax import predict
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import generate, loop, trained
 from tests.conftest import tiny_model_config

@@ -10,11 +10,10 @@ import random
 import numpy as np
 import pytest
 
-from cnx2rg_jax.data import splits
 from cnx2rg_jax.radgraph import annotations as ann
 from cnx2rg_jax.radgraph import export_synthetic
 from cnx2rg_jax.text import report_graph
-from tfds_cncxr import cncxr
+from tfds_cncxr import cncxr, splits
 from tfds_cncxr.synthetic import generate
 
 TEXT = "右侧胸腔积液，双肺纹理增多。"

@@ -277,7 +277,7 @@ def test_build_tokenizer_unknown_kind():
 
 
 def test_encode_padded(word_tok, sp_tok):
-  assert tok.WordTokenizer is WordTokenizer  # the lazy re-export
+  assert tok.WordTokenizer is WordTokenizer  # the re-export
   for t in (word_tok, sp_tok):
     text = CORPUS[0]
     content = t.encode(text)

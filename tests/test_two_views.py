@@ -21,10 +21,10 @@ import tfds_cncxr
 from cnx2rg_jax import predict, run as run_lib
 from cnx2rg_jax.card import attention
 from cnx2rg_jax.convert import r2gen as conv
-from cnx2rg_jax.data import dataset, images, pipeline, study_files
+from cnx2rg_jax.data import dataset, pipeline, study_files
 from cnx2rg_jax.text.word_vocab import WordTokenizer
 from cnx2rg_jax.training import generate, trained
-from tfds_cncxr import release
+from tfds_cncxr import images, release
 from tests.helpers import r2gen_harness as harness
 from tests.helpers.r2gen_state import r2gen_state_dict
 

@@ -4,7 +4,7 @@ The paper made its keyword labels (Table 1) and report graphs itself, with CN-Ra
 of CN-CXR's reports; a plain release folder (reports and images) has neither. A release build
 therefore annotates every entry whose annotation gives no `keywords` and/or no `entities`:
 
-* "labeler": the rule labeler (cnx2rg_jax/evaluation/labeler.py) gives the 48 labels
+* "labeler": the rule labeler (cnx2rg_jax/text/labeler.py) gives the 48 labels
   (1/0/-1, -2 for not mentioned) and its reading as a graph (labeler_graph.graph_of);
 * "cn_radgraph": a trained CN-RadGraph extractor gives the graph, and the labels are read off it
   (positive and negated only: its schema has no uncertain observation);
@@ -24,8 +24,7 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
-from cnx2rg_jax.data import graph_augment
-from cnx2rg_jax.evaluation import labeler, labeler_graph
+from cnx2rg_jax.text import alignment, labeler, labeler_graph
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.cleaning import clean_report
@@ -56,7 +55,7 @@ def raw_spans(raw: str, cleaned: str, entities: list[dict]) -> Optional[list[dic
   span's characters are not all kept, in order, by the cleaning."""
   if raw == cleaned:
     return [dict(e) for e in entities]
-  to_raw = graph_augment.kept_characters(cleaned, raw)
+  to_raw = alignment.kept_characters(cleaned, raw)
   out = []
   for e in entities:
     kept = [to_raw.get(i) for i in range(e["start"], e["end"])]
@@ -68,13 +67,13 @@ def raw_spans(raw: str, cleaned: str, entities: list[dict]) -> Optional[list[dic
 
 def _stored_graph(raw: str, cleaned: str, graph: Graph) -> Optional[Graph]:
   """The graph with spans into `raw`, checked to move back onto `cleaned` exactly as it came
-  (what the pipeline does with a stored graph, graph_augment.align_graph); else None."""
+  (what the pipeline does with a stored graph, alignment.align_graph); else None."""
   entities, relations = graph
   moved = raw_spans(raw, cleaned, entities)
   if moved is None:
     return None
   moved = [{**e, "text": raw[e["start"]:e["end"]]} for e in moved]
-  back = graph_augment.align_graph(raw, cleaned, [dict(e) for e in moved], relations)
+  back = alignment.align_graph(raw, cleaned, [dict(e) for e in moved], relations)
   if back is None or [(e["start"], e["end"]) for e in back[0]] != [
       (e["start"], e["end"]) for e in entities]:
     return None

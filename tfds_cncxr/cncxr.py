@@ -24,8 +24,7 @@ from tensorflow_datasets.core.utils import shard_utils
 
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
-from cnx2rg_jax.data import images
-from tfds_cncxr import annotate, release
+from tfds_cncxr import annotate, images, release
 from tfds_cncxr.synthetic import generate as synthetic
 
 SOURCES = ("synthetic", "release")

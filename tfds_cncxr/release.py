@@ -25,9 +25,9 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from cnx2rg_jax.data import splits
 from cnx2rg_jax.text.keywords import KEYWORD_INDEX, NOT_MENTIONED, NUM_KEYWORDS
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
+from tfds_cncxr import splits
 
 ANNOTATION_FILE = "annotation.json"
 IMAGES_SUBFOLDER = "images"  # where R2Gen's data folders keep the images their paths name
@@ -340,7 +340,7 @@ def load_grayscale(path, *, entry: Optional[ReleaseEntry] = None) -> np.ndarray:
         raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels > {limit}")
       im.load()
       if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = _rescale_to_uint8(np.asarray(im))
+        arr = rescale_to_uint8(np.asarray(im))
       else:
         arr = np.array(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -356,7 +356,7 @@ def load_grayscale(path, *, entry: Optional[ReleaseEntry] = None) -> np.ndarray:
   return arr
 
 
-def _rescale_to_uint8(a: np.ndarray) -> np.ndarray:
+def rescale_to_uint8(a: np.ndarray) -> np.ndarray:
   """[min, max] -> [0, 255], round half up, in exact integer arithmetic; constant -> zeros."""
   a = a.astype(np.int64)
   lo, hi = int(a.min()), int(a.max())

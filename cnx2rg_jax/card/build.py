@@ -22,7 +22,7 @@ from PIL import Image
 from cnx2rg_jax.card import attention, cases as cases_lib, curves, html_page, spans as spans_lib
 from cnx2rg_jax.data import pipeline
 from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.inference import provenance, run_facts
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import generate

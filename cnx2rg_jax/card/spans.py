@@ -1,7 +1,7 @@
 """What the card highlights in a report: the labeler's mention spans, each with a colour class,
 and the characters of each generated token (the words a click shows attention for).
 
-Spans come from `evaluation.labeler.label_report`: `ReportLabels.mentions` carry (start, end)
+Spans come from `text.labeler.label_report`: `ReportLabels.mentions` carry (start, end)
 into `ReportLabels.text`, the cleaned report, which is what the card displays. Classes:
 
   lesion, positive:  "match"    every (anatomy, lesion) pair it yields is in the other report's
@@ -21,7 +21,7 @@ import dataclasses
 import difflib
 from typing import Any, Iterable, Optional, Sequence
 
-from cnx2rg_jax.evaluation.labeler import Mention, ReportLabels
+from cnx2rg_jax.text.labeler import Mention, ReportLabels
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import tokenizer as tok
 

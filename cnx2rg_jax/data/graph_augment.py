@@ -35,9 +35,9 @@ Keeping the label, keyword and relations of every node, or swapping in a sub-gra
 place rules keep the report true of its image. Phrasings come from the training split's graphs
 (`PhraseBank`), each seen at least MIN_PHRASE_COUNT times, and a statement enters the bank only
 if the rule labeler reads its text as its graph says. Finally `augment` checks the result with
-the rule labeler (`evaluation.labeler.label_report`): a rewrite whose keyword labels or positive
+the rule labeler (`text.labeler.label_report`): a rewrite whose keyword labels or positive
 pairs differ from the original's is dropped and the original returned. A report without a
-graph, or whose graph's spans do not survive cleaning (`align_graph`), is left as it is.
+graph, or whose graph's spans do not survive cleaning (`alignment.align_graph`), is left as it is.
 """
 
 from __future__ import annotations
@@ -45,21 +45,16 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
-import difflib
 import re
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from cnx2rg_jax.evaluation import labeler
+from cnx2rg_jax.text import labeler
 from cnx2rg_jax.text import cleaning
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
-
-if TYPE_CHECKING:
-  from cnx2rg_jax.data.dataset import SplitTexts
-
-Graph = tuple[list, list]  # (entities, relations) in the report_graph schema
+from cnx2rg_jax.text.alignment import Graph, align_graph, graph_fits
 
 CLAUSE_ENDS = "，；：。"
 SENTENCE_END = "。"
@@ -82,6 +77,14 @@ class Fragment:
   text: str
   entities: tuple
   relations: tuple
+
+
+class SplitGraphs(Protocol):
+  """What `PhraseBank.from_split` reads of a split: `dataset.SplitTexts` is one (graph_augment
+  sits below dataset, which builds its graphs with `record_graph`)."""
+
+  reports: list  # cleaned
+  graphs: list  # per report: (entities, relations) with spans into it, or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +127,7 @@ class PhraseBank:
                {k: tuple(v) for k, v in phrases.items()})
 
   @classmethod
-  def from_split(cls, texts: "SplitTexts", min_count: int = MIN_PHRASE_COUNT) -> "PhraseBank":
+  def from_split(cls, texts: SplitGraphs, min_count: int = MIN_PHRASE_COUNT) -> "PhraseBank":
     """The bank of a split's cleaned reports and graphs (`dataset.read_split_texts`)."""
     return cls.from_graphs(((r, *(g or (None, None))) for r, g in zip(texts.reports, texts.graphs)),
                            min_count)
@@ -206,7 +209,7 @@ def split_statements(report: str, entities: Sequence[dict], relations: Sequence[
                      ) -> Optional[list[tuple[Fragment, str]]]:
   """The report's statements in order, each (fragment, closing separator or ""); their texts and
   separators concatenate to `report`. None when the graph does not fit the report."""
-  if not _graph_fits(report, entities, relations):
+  if not graph_fits(report, entities, relations):
     return None
   clauses = cleaning.spans_ending_at(report, CLAUSE_ENDS)
   ends = [b for _, b in clauses]
@@ -250,14 +253,6 @@ def _fragment(report: str, a: int, b: int, entities, relations) -> tuple[Fragmen
   rels = tuple({**r, "head": local[r["head"]], "tail": local[r["tail"]]}
                for r in relations if r["head"] in local)
   return Fragment(report[a:cut], ents, rels), report[cut:b]
-
-
-def _graph_fits(report: str, entities: Sequence[dict], relations: Sequence[dict]) -> bool:
-  n = len(entities)
-  return (all(0 <= e["start"] < e["end"] <= len(report)
-              and e["label"] in report_graph.ENTITY_LABELS for e in entities)
-          and all(0 <= r["head"] < n and 0 <= r["tail"] < n
-                  and r["label"] in report_graph.RELATION_LABELS for r in relations))
 
 
 def _replace(fragment: Fragment, i: int, phrase: str) -> Fragment:
@@ -378,37 +373,3 @@ def record_graph(record: dict, report: str) -> Optional[Graph]:
   relations = [{"head": int(h), "tail": int(t), "label": _label(l, report_graph.RELATION_LABELS)}
                for h, t, l in zip(rels["head"], rels["tail"], rels["label"])]
   return align_graph(_text(record["report"]), report, entities, relations)
-
-
-def kept_characters(src: str, dst: str) -> dict[int, int]:
-  """{index in src: index in dst} of the characters that cleaning keeps or maps one for one
-  (dst = clean_report(src), or the other way round)."""
-  moved = {}
-  matcher = difflib.SequenceMatcher(None, src, dst, autojunk=False)
-  for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-    if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
-      moved.update((i1 + k, j1 + k) for k in range(i2 - i1))
-  return moved
-
-
-def align_graph(raw: str, cleaned: str, entities: list, relations: list) -> Optional[Graph]:
-  """The graph of `raw` with its spans moved onto `cleaned` (= clean_report(raw)).
-
-  Cleaning deletes characters (whitespace, list numbers) and maps others one for one (full-width
-  digits, ASCII punctuation); a span moves when its kept characters stay contiguous. None when a
-  span does not, or the graph does not fit the text.
-  """
-  if not _graph_fits(raw, entities, relations):
-    return None
-  if raw != cleaned:
-    moved = kept_characters(raw, cleaned)
-    aligned = []
-    for e in entities:
-      kept = [moved.get(i) for i in range(e["start"], e["end"]) if not raw[i].isspace()]
-      if not kept or None in kept or kept != list(range(kept[0], kept[-1] + 1)):
-        return None
-      aligned.append({**e, "start": kept[0], "end": kept[-1] + 1})
-    entities = aligned
-  if not _graph_fits(cleaned, entities, relations):
-    return None
-  return entities, relations

@@ -21,7 +21,7 @@ from PIL import Image
 from pydicom import uid as dicom_uid
 from pydicom.dataset import FileMetaDataset
 
-from tfds_cncxr.release import _rescale_to_uint8
+from tfds_cncxr.release import rescale_to_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -173,7 +173,7 @@ def _read_pil(path: str) -> np.ndarray:
         _check_pixels(path, im.width, im.height, "downscale the image first")
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-          return _rescale_to_uint8(np.asarray(im))
+          return rescale_to_uint8(np.asarray(im))
         return np.array(im if im.mode == "L" else im.convert("L"), dtype=np.uint8)
   except ImageReadError:
     raise
@@ -286,7 +286,7 @@ def _dicom_gray(path: str, arr: np.ndarray, ds) -> np.ndarray:
       raise ImageReadError(path, f"unusable VOI window: {e}", _FIX_DICOM) from None
     return _linear_to_uint8(windowed, low, high)
   if values.dtype.kind in "iub":
-    return _rescale_to_uint8(values)
+    return rescale_to_uint8(values)
   return _linear_to_uint8(values, values.min(), values.max())
 
 

@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from cnx2rg_jax.data import graph_augment
-from cnx2rg_jax.data.images import resize_gray  # noqa: F401  (predict resizes through here)
 from cnx2rg_jax.text import cleaning, english, tokenizer as tokenizer_lib
 from tfds_cncxr.cncxr import image_keys
+from tfds_cncxr.images import resize_gray  # noqa: F401  (predict resizes through here)
 
 # ImageNet statistics on the luminance channel, for torchvision-pretrained encoders.
 _IMAGENET_GRAY_MEAN = 0.449 * 255.0

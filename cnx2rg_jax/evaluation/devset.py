@@ -30,8 +30,8 @@ import sys
 from typing import Callable, Sequence
 
 from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.jsonl import JsonLinesError, read_objects
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.cleaning import clean_report

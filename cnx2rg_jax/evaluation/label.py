@@ -16,8 +16,8 @@ import sys
 from absl import app
 from absl import flags
 
-from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.jsonl import JsonLinesError, read_objects
+from cnx2rg_jax.text.labeler import label_report
 
 _INPUT = flags.DEFINE_string("input", None, "JSON-lines file of {\"id\", \"report\"} objects.")
 

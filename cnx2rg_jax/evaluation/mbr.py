@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.evaluation.labeler import label_report
+from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
 
 PROB_EPS = 1e-6  # head probabilities are clipped to [eps, 1 - eps] before the log

@@ -41,10 +41,10 @@ from typing import Any, Callable, Container, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from cnx2rg_jax.data import splits
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
+from tfds_cncxr import splits
 
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "val": "val", "dev": "val", "test": "test"}

@@ -2,7 +2,7 @@
 
 This is the one lexicon that the synthetic generator, the clinical labeler, the jieba user
 dictionary and the keyword classifier head share (the labeler reads some more surface forms,
-kept in `evaluation/labeler_lexicon.py` so that nothing else changes with them). The order of
+kept in `text/labeler_lexicon.py` so that nothing else changes with them). The order of
 `KEYWORDS` is the order of every 48-wide label vector in the project: 24 anatomy keywords, then
 24 lesion keywords, each in the order Table 1 prints them.
 

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
-from cnx2rg_jax.text import tokenizer as tok
+from cnx2rg_jax.text import tokenizer_base as tok
 
 KIND = "sentencepiece"
 MODEL_FILE = "sentencepiece.model"

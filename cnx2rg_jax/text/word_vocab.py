@@ -20,7 +20,7 @@ import numpy as np
 
 from cnx2rg_jax.text import pkuseg_segmenter
 from cnx2rg_jax.text import segmentation
-from cnx2rg_jax.text import tokenizer as tok
+from cnx2rg_jax.text import tokenizer_base as tok
 
 KIND = "word"
 SEGMENTERS = ("jieba", "pkuseg")  # how Chinese reports are cut into words

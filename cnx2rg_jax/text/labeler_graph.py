@@ -23,7 +23,7 @@ Spans index `labels.text`, the cleaned report.
 
 from __future__ import annotations
 
-from cnx2rg_jax.evaluation.labeler import Mention, ReportLabels
+from cnx2rg_jax.text.labeler import Mention, ReportLabels
 from cnx2rg_jax.text import keywords as kw
 
 # Characters that end a clause for a verdict's span (the labeler's clause and sentence ends).

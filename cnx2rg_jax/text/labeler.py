@@ -58,12 +58,11 @@ import dataclasses
 import re
 from typing import Optional
 
-from cnx2rg_jax.evaluation import labeler_lexicon as lex
-from cnx2rg_jax.evaluation.labeler_lexicon import (ALTERNATIVE_CUES, CONTRAST_WORDS, DEVICE_KEYS,
-                                                   EXEMPLIFIERS, IMPLIED_ANATOMY, NEGATION_CUES,
-                                                   NORMAL_VERDICTS, ORGAN_IN_NAME, PSEUDO_CUES,
-                                                   REMOVAL_CUES, RESOLUTION_CUES,
-                                                   UNCERTAINTY_CUES)
+from cnx2rg_jax.text import labeler_lexicon as lex
+from cnx2rg_jax.text.labeler_lexicon import (ALTERNATIVE_CUES, CONTRAST_WORDS, DEVICE_KEYS,
+                                             EXEMPLIFIERS, IMPLIED_ANATOMY, NEGATION_CUES,
+                                             NORMAL_VERDICTS, ORGAN_IN_NAME, PSEUDO_CUES,
+                                             REMOVAL_CUES, RESOLUTION_CUES, UNCERTAINTY_CUES)
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text.cleaning import clean_report, split_sentences
 
