@@ -23,6 +23,8 @@ SPLIT = "cnx2rg_jax"  # the top-level package whose subpackages and modules are 
 FORBIDDEN = ("configs",)  # library code is handed its config; it never imports one
 
 LAYERS = (
+    ("cnx2rg_jax.errors",),  # UserError, the base of every user error
+    ("cnx2rg_jax.jsonl",),  # the one JSON-lines reader
     ("cnx2rg_jax.text",),
     ("tfds_cncxr",),
     ("cnx2rg_jax.distributed",),  # multi-host helpers; the input pipeline uses them
