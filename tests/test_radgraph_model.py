@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnx2rg_jax.models.cn_radgraph import CNRadGraph, RadGraphConfig
 from cnx2rg_jax.radgraph import annotations, extractor, features, train
+from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
 from cnx2rg_jax.text import report_graph
 from configs import cn_radgraph as radgraph_configs
 

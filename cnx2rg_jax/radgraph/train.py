@@ -24,8 +24,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from cnx2rg_jax.models.cn_radgraph import CNRadGraph, RadGraphConfig
 from cnx2rg_jax.radgraph import annotations, extractor as extractor_lib, features, metrics
+from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
 
 
 class RadGraphRunError(ValueError):
