@@ -9,8 +9,8 @@ equal steps) and fixed sinusoidal positions, then runs pre-LN Transformer layers
 * relations: for every ordered pair (head, tail) of entities, a class among none, located_at,
   modify. An entity is represented by the encoder states at its first and last character, their
   mean over the span, and an embedding of its label, through a GELU layer; two more map it to
-  a head role and a tail role, and a biaffine form scores each class (Dozat and Manning 2017), plus a learned
-  bias for the signed character distance between the two entities (clipped to
+  a head role and a tail role, and a biaffine form scores each class (Dozat and Manning 2017),
+  plus a learned bias for the signed character distance between the two entities (clipped to
   +-max_distance). The biaffine keeps the all-pairs cost at B E^2 R pair_dim, small enough
   to train on a CPU in minutes.
 
