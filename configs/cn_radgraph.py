@@ -21,7 +21,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.synthetic_seed = 0
   d.split_seed = 0  # a file without data_split: seed of its 7:1:2 split
 
-  c.model = m = ml_collections.ConfigDict()  # see cnx2rg_jax/models/cn_radgraph.py
+  c.model = m = ml_collections.ConfigDict()  # see cnx2rg_jax/radgraph/model.py
   m.max_chars = 160  # characters a window; longer reports are cut at sentence ends
   m.max_entities = 48  # entities a window
   m.d_model = 128

@@ -1,4 +1,5 @@
-"""CN-RadGraph annotation files: round trips, known answers, every validation error, the CLI."""
+"""CN-RadGraph annotation files: known answers, round trips, every validation error on read,
+splits."""
 
 from __future__ import annotations
 
@@ -7,59 +8,13 @@ import dataclasses
 import json
 import random
 
-import numpy as np
 import pytest
 
+from cnx2rg_jax.radgraph import annotation_writer as aw
 from cnx2rg_jax.radgraph import annotations as ann
-from cnx2rg_jax.radgraph import export_synthetic
 from cnx2rg_jax.text import report_graph
+from tests.helpers.radgraph_annotations import HAND, HAND_CANONICAL, TEXT
 from tfds_cncxr import cncxr, splits
-from tfds_cncxr.synthetic import generate
-
-TEXT = "右侧胸腔积液，双肺纹理增多。"
-# 右0 侧1 胸2 腔3 积4 液5 ，6 双7 肺8 纹9 理10 增11 多12 。13
-
-# Entities out of span order, some without "keyword" (inferred) and one whose given keyword ("")
-# differs from the inferred one ("enhanced") and must be kept.
-HAND = {
-    "r1": {
-        "text": TEXT,
-        "data_split": "dev",
-        "data_source": "hand",
-        "entities": {
-            "1": {"tokens": "积液", "label": "DPO", "start_ix": 4, "end_ix": 5,
-                  "relations": [["located_at", "3"]]},
-            "2": {"tokens": "增多", "label": "DPO", "start_ix": 11, "end_ix": 12,
-                  "relations": [["located_at", "4"]], "keyword": ""},
-            "3": {"tokens": "右侧胸腔", "label": "Anatomy", "start_ix": 0, "end_ix": 3,
-                  "relations": [], "keyword": "chest"},
-            "4": {"tokens": "双肺", "label": "Anatomy", "start_ix": 7, "end_ix": 8,
-                  "relations": []},
-            "5": {"tokens": "纹理", "label": "NO", "start_ix": 9, "end_ix": 10,
-                  "relations": [["modify", "2"]]},
-        }},
-    "r0": {"text": "心肺未见异常。", "entities": {}, "data_split": "test"},
-}
-
-# HAND as this module writes it: entities in span order, ids renumbered, keywords filled in.
-HAND_CANONICAL = {
-    "r1": {
-        "text": TEXT,
-        "data_split": "val",
-        "entities": {
-            "1": {"tokens": "右侧胸腔", "label": "Anatomy", "start_ix": 0, "end_ix": 3,
-                  "relations": [], "keyword": "chest"},
-            "2": {"tokens": "积液", "label": "DPO", "start_ix": 4, "end_ix": 5,
-                  "relations": [["located_at", "1"]], "keyword": "effusion"},
-            "3": {"tokens": "双肺", "label": "Anatomy", "start_ix": 7, "end_ix": 8,
-                  "relations": [], "keyword": "lung"},
-            "4": {"tokens": "纹理", "label": "NO", "start_ix": 9, "end_ix": 10,
-                  "relations": [["modify", "5"]], "keyword": "texture"},
-            "5": {"tokens": "增多", "label": "DPO", "start_ix": 11, "end_ix": 12,
-                  "relations": [["located_at", "3"]], "keyword": ""},
-        }},
-    "r0": {"text": "心肺未见异常。", "data_split": "test", "entities": {}},
-}
 
 
 def _write(tmp_path, obj, name="a.json"):
@@ -122,61 +77,23 @@ def test_tiny_known_answer():
   assert [(e["start"], e["end"], e["label"]) for e in r.entities] == [(0, 4, "Anatomy"),
                                                                      (4, 6, "DPO")]
   assert r.relations == ({"head": 1, "tail": 0, "label": "located_at"},)
-  assert "data_split" not in ann.to_json_object([r])["x"]
+  assert "data_split" not in aw.to_json_object([r])["x"]
 
 
 def test_json_object_round_trip_canonicalises():
   reports = ann.from_json_object(HAND)
-  assert ann.to_json_object(reports) == HAND_CANONICAL
-  assert list(ann.to_json_object(reports)) == ["r1", "r0"]  # the file's order
+  assert aw.to_json_object(reports) == HAND_CANONICAL
+  assert list(aw.to_json_object(reports)) == ["r1", "r0"]  # the file's order
   assert ann.from_json_object(HAND_CANONICAL) == reports
-  assert ann.to_json_object(ann.from_json_object(HAND_CANONICAL)) == HAND_CANONICAL
+  assert aw.to_json_object(ann.from_json_object(HAND_CANONICAL)) == HAND_CANONICAL
   # Without "keyword" anywhere, the same keywords are inferred except where HAND overrides one.
   bare = copy.deepcopy(HAND_CANONICAL)
   for e in bare["r1"]["entities"].values():
     del e["keyword"]
-  inferred = ann.to_json_object(ann.from_json_object(bare))
+  inferred = aw.to_json_object(ann.from_json_object(bare))
   assert inferred["r1"]["entities"]["5"]["keyword"] == "enhanced"
   inferred["r1"]["entities"]["5"]["keyword"] = ""
   assert inferred == HAND_CANONICAL
-
-
-@pytest.fixture(scope="module")
-def synthetic50():
-  return ann.synthetic_reports(50)
-
-
-def test_synthetic_round_trips(synthetic50, tmp_path):
-  assert ann.from_json_object(ann.to_json_object(synthetic50)) == synthetic50
-  path = tmp_path / "deep" / "er" / "syn.json"
-  ann.write_annotations(path, synthetic50)
-  assert ann.read_annotations(path) == synthetic50
-  raw = path.read_text(encoding="utf-8")
-  assert "双" in raw and "\\u" not in raw  # ensure_ascii=False
-  assert raw.splitlines()[1].startswith(' "syn000000"')  # indent=1
-  assert sorted(p.name for p in path.parent.iterdir()) == ["syn.json"]  # no temporary left
-  ann.write_annotations(path, synthetic50[:3])  # replaces the file
-  assert len(ann.read_annotations(path)) == 3
-
-
-def test_synthetic_reports(synthetic50):
-  split_of = {int(i): name for name, idx in generate.split_indices(50, 0).items() for i in idx}
-  assert [r.id for r in synthetic50] == [generate.example_id(i) for i in range(50)]
-  assert [r.split for r in synthetic50] == [split_of[i] for i in range(50)]
-  for r in synthetic50:
-    assert r.entities, r.id
-    assert [(e["start"], e["end"]) for e in r.entities] == sorted(
-        (e["start"], e["end"]) for e in r.entities)
-    for e in r.entities:
-      assert e["keyword"] == report_graph.span_keyword(r.text[e["start"]:e["end"]])
-    keys = [(x["head"], x["tail"], x["label"]) for x in r.relations]
-    assert keys == sorted(keys)
-    # The same graph as the generator's, up to the order of the relations.
-    report = generate.make_study(0, int(r.id[3:]))[2]
-    assert list(r.entities) == report.entities
-    assert sorted(keys) == sorted((x["head"], x["tail"], x["label"]) for x in report.relations)
-    assert report_graph.read_graph(*ann.graph_of(r))[1] == report_graph.read_graph(
-        report.entities, report.relations)[1]
 
 
 def test_bom_is_tolerated(tmp_path):
@@ -334,60 +251,6 @@ def test_optional_parts_are_optional():
 
 
 # ------------------------------------------------------------------------------------------------
-# Validation on write.
-
-
-def _report(**changes):
-  (r,) = [x for x in ann.from_json_object(HAND) if x.id == "r1"]
-  return dataclasses.replace(r, **changes)
-
-
-_E0 = {"start": 0, "end": 4, "label": "Anatomy", "keyword": "chest"}
-_E1 = {"start": 4, "end": 6, "label": "DPO", "keyword": "effusion"}
-_BAD_REPORTS = [
-    ("span_past_text", {"entities": ({**_E0, "end": 15}, _E1)}, "0 <= start < end <= 14"),
-    ("empty_span", {"entities": ({**_E0, "end": 0}, _E1)}, "entities[0] span"),
-    ("bad_label", {"entities": (_E0, {**_E1, "label": "OBS"})}, "label 'OBS'"),
-    ("bad_keyword", {"entities": (_E0, {**_E1, "keyword": "fluid"})}, "keyword 'fluid'"),
-    ("missing_keyword", {"entities": ({"start": 0, "end": 4, "label": "Anatomy"},)}, "keyword"),
-    ("overlap", {"entities": (_E0, {**_E1, "start": 3})}, "overlap"),
-    ("relation_index", {"relations": ({"head": 1, "tail": 5, "label": "modify"},)},
-     "not an index"),
-    ("relation_label", {"relations": ({"head": 1, "tail": 0, "label": "suggestive_of"},)},
-     "label 'suggestive_of'"),
-    ("self_relation", {"relations": ({"head": 1, "tail": 1, "label": "modify"},)}, "itself"),
-    ("same_pair", {"relations": ({"head": 1, "tail": 0, "label": "modify"},
-                                 {"head": 1, "tail": 0, "label": "located_at"})}, "both link"),
-    ("bad_split", {"split": "dev"}, "split 'dev'"),
-    ("empty_text", {"text": " ", "entities": (), "relations": ()}, "empty"),
-]
-
-
-@pytest.mark.parametrize("changes, hint", [c[1:] for c in _BAD_REPORTS],
-                         ids=[c[0] for c in _BAD_REPORTS])
-def test_write_validates(tmp_path, changes, hint):
-  path = tmp_path / "out.json"
-  with pytest.raises(ann.AnnotationError) as e:
-    ann.write_annotations(path, [_report(**changes)])
-  assert "report 'r1'" in str(e.value) and hint in str(e.value)
-  assert not path.exists() and not list(tmp_path.iterdir())  # nothing written
-
-
-def test_write_rejects_duplicate_ids_and_nothing():
-  with pytest.raises(ann.AnnotationError, match="'r1'.*more than once"):
-    ann.to_json_object([_report(), _report()])
-  with pytest.raises(ann.AnnotationError, match="no reports"):
-    ann.to_json_object([])
-
-
-def test_write_accepts_numpy_ints():
-  r = _report(relations=({"head": np.int64(1), "tail": np.int32(0), "label": "located_at"},))
-  written = ann.to_json_object([r])
-  assert written["r1"]["entities"]["2"]["relations"] == [["located_at", "1"]]
-  json.dumps(written)
-
-
-# ------------------------------------------------------------------------------------------------
 # Splits.
 
 
@@ -425,30 +288,3 @@ def test_with_splits_some_given_is_an_error():
 def test_with_splits_duplicate_ids_is_an_error():
   with pytest.raises(ann.AnnotationError, match="'r000' appears more than once"):
     ann.with_splits(_unsplit(2) + _unsplit(1), seed=0)
-
-
-# ------------------------------------------------------------------------------------------------
-# The CLI.
-
-
-def test_cli_writes_the_synthetic_set(tmp_path, capsys):
-  out = tmp_path / "sub" / "syn.json"
-  assert export_synthetic.main([f"--output={out}", "--num_examples=20", "--seed=1"]) == 0
-  assert capsys.readouterr().out == f"wrote 20 reports (train 14, val 2, test 4) to {out}\n"
-  reports = ann.read_annotations(out)
-  assert len(reports) == 20 and reports == ann.synthetic_reports(20, seed=1)
-  assert export_synthetic.DEFAULT_NUM_EXAMPLES == cncxr.DEFAULT_SYNTHETIC_EXAMPLES
-
-
-def test_cli_unwritable_output(tmp_path, capsys):
-  blocker = tmp_path / "a_file"
-  blocker.write_text("x")
-  assert export_synthetic.main([f"--output={blocker / 'syn.json'}", "--num_examples=3"]) == 2
-  err = capsys.readouterr().err
-  assert err.startswith("error: ") and err.count("\n") == 1 and "not a folder" in err
-
-
-def test_cli_bad_flags():
-  with pytest.raises(SystemExit) as e:
-    export_synthetic.main(["--output=x.json", "--num_examples=0"])
-  assert e.value.code == 2

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cnx2rg_jax.evaluation import clinical, score
-from cnx2rg_jax.radgraph import annotations
+from cnx2rg_jax.radgraph import annotation_writer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_bad_annotation_file_is_one_paragraph(tmp_path):
 
 def test_score_cli_uses_the_model_for_clinical_pairs(trained, tmp_path, capsys):
   workdir, _ = trained
-  reports = annotations.synthetic_reports(12, seed=5)
+  reports = annotation_writer.synthetic_reports(12, seed=5)
   rows = [{"id": r.id, "prediction": r.text, "reference": r.text} for r in reports]
   path = tmp_path / "p.jsonl"
   path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), "utf-8")

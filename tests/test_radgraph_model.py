@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnx2rg_jax.models.cn_radgraph import CNRadGraph, RadGraphConfig
-from cnx2rg_jax.radgraph import annotations, extractor, features, train
+from cnx2rg_jax.radgraph import annotation_writer, annotations, extractor, features, train
+from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
 from cnx2rg_jax.text import report_graph
 from configs import cn_radgraph as radgraph_configs
 
@@ -50,13 +50,13 @@ def test_padding_and_bucket_length_do_not_change_real_positions():
 
 def _overfit_file(tmp_path, n=12):
   """n synthetic reports twice over: once as train, once (same text) as val."""
-  reports = annotations.synthetic_reports(n, seed=3)
+  reports = annotation_writer.synthetic_reports(n, seed=3)
   both = [annotations.AnnotatedReport(r.id, r.text, "train", r.entities, r.relations)
           for r in reports]
   both += [annotations.AnnotatedReport(r.id + "v", r.text, "val", r.entities, r.relations)
            for r in reports]
   path = tmp_path / "tiny.json"
-  annotations.write_annotations(path, both)
+  annotation_writer.write_annotations(path, both)
   return path, reports
 
 
@@ -172,9 +172,9 @@ def test_bad_configs_are_named(tmp_path, overrides, match):
 
 def test_annotation_file_without_val_reports_is_refused(tmp_path):
   reports = [annotations.AnnotatedReport(r.id, r.text, "train", r.entities, r.relations)
-             for r in annotations.synthetic_reports(5)]
+             for r in annotation_writer.synthetic_reports(5)]
   path = tmp_path / "a.json"
-  annotations.write_annotations(path, reports)
+  annotation_writer.write_annotations(path, reports)
   config = _tiny(**{"data.source": "file", "data.annotations": str(path)})
   with pytest.raises(train.RadGraphRunError, match="no 'val' reports"):
     train.train(config, str(tmp_path / "wd"))

@@ -16,44 +16,17 @@ The labeler is pluggable: any callable taking a report string and returning eith
 with a `pairs` attribute (like `labeler.ReportLabels`) or an iterable of (anatomy, lesion) pairs.
 One with a `label_many(reports)` method (a list of pair lists) is called in batches: a trained
 CN-RadGraph (`radgraph.extractor.Extractor`) is such a labeler. `make_labeler` picks one by
-name, as configs and the score CLI do.
+name, as configs and the score CLI do. The pair counting (`clinical_counts`) and the
+ratios (`prf`) are those of `text.pair_scores`, which the CN-RadGraph graph metric shares.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
-
-Pair = tuple[str, str]
-
-
-def _pair_set(pairs: Iterable) -> set[Pair]:
-  out = set()
-  for p in pairs:
-    a, l = p
-    out.add((str(a), str(l)))
-  return out
-
-
-def clinical_counts(pred_pairs: Iterable, ref_pairs: Iterable) -> tuple[int, int, int]:
-  """(tp, fp, fn) of one report's predicted pairs against its reference pairs.
-
-  Pairs are compared as sets, so a pair stated twice counts once.
-  """
-  pred, ref = _pair_set(pred_pairs), _pair_set(ref_pairs)
-  return len(pred & ref), len(pred - ref), len(ref - pred)
-
-
-def prf(tp: int, fp: int, fn: int) -> dict:
-  """Precision, recall and F1 of summed counts, with the module's 0/0 conventions."""
-  if tp + fp + fn == 0:
-    return {"precision": None, "recall": None, "f1": None}
-  p = tp / (tp + fp) if tp + fp else 0.0
-  r = tp / (tp + fn) if tp + fn else 0.0
-  f = 2 * p * r / (p + r) if p + r else 0.0
-  return {"precision": p, "recall": r, "f1": f}
+from cnx2rg_jax.text.pair_scores import Pair, clinical_counts, pair_set, prf
 
 
 CLINICAL_SCORERS = ("labeler", "cn_radgraph")
@@ -71,6 +44,8 @@ def make_labeler(scorer: str = "labeler", cn_radgraph_dir: str = "") -> Callable
       raise ValueError("the cn_radgraph clinical scorer needs the workdir of a trained "
                        "CN-RadGraph (python launch.py --config=configs/cn_radgraph.py "
                        "--workdir=DIR)")
+    # Imported here, not at the top, only to keep the scoring CLIs light: the extractor loads
+    # jax and orbax, which the rule labeler never needs.
     from cnx2rg_jax.radgraph import extractor  # pylint: disable=import-outside-toplevel
     return extractor.load(cn_radgraph_dir)
   raise ValueError(f"unknown clinical scorer {scorer!r}; use one of {CLINICAL_SCORERS}")
@@ -79,7 +54,7 @@ def make_labeler(scorer: str = "labeler", cn_radgraph_dir: str = "") -> Callable
 def pairs_of(labeler: Callable, report: str) -> set[Pair]:
   """The positive pairs `labeler` reads in `report` (see the module docstring for labelers)."""
   out = labeler(report)
-  return _pair_set(getattr(out, "pairs", out))
+  return pair_set(getattr(out, "pairs", out))
 
 
 def pairs_many(labeler: Callable, reports: Sequence[str]) -> list[set[Pair]]:
@@ -87,7 +62,7 @@ def pairs_many(labeler: Callable, reports: Sequence[str]) -> list[set[Pair]]:
   reports = list(reports)
   many = getattr(labeler, "label_many", None)
   if many is not None:
-    return [_pair_set(p) for p in many(reports)]
+    return [pair_set(p) for p in many(reports)]
   return [pairs_of(labeler, r) for r in reports]
 
 

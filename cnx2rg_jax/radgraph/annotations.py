@@ -26,17 +26,17 @@ spans must not overlap, and two entities are linked by at most one relation.
 In memory a report is an `AnnotatedReport` whose graph is in `report_graph`'s form: entities
 {"start", "end" (exclusive), "label", "keyword"} sorted by span, and relations {"head", "tail",
 "label"} indexing them. Reading checks all of the above and raises `AnnotationError` naming the
-file, the report and the entity; writing checks the same, so a written file always reads back.
+file, the report and the entity; writing (`annotation_writer`) checks the same, so a written file
+always reads back. This module holds the format's types and reading; `annotation_writer` holds
+writing and the synthetic set's reports.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 import pathlib
-import uuid
 from typing import Any, Callable, Container, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -75,6 +75,41 @@ def graph_of(report: AnnotatedReport) -> tuple[list[dict], list[dict]]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Checks that reading and writing (`annotation_writer`) share.
+
+
+def is_int(v: Any) -> bool:
+  """Whether `v` is an integer (a NumPy one included) and not a boolean."""
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def first_overlap(spans: Iterable[tuple[Any, int, int]]) -> Optional[tuple[Any, Any]]:
+  """Keys of two overlapping spans among (key, start, end exclusive), or None."""
+  widest = None  # of the spans so far, the one that reaches furthest
+  for span in sorted(spans, key=lambda s: (s[1], s[2])):
+    if widest is not None and span[1] < widest[2]:
+      return widest[0], span[0]
+    if widest is None or span[2] > widest[2]:
+      widest = span
+  return None
+
+
+def canonical_report(report_id: str, text: str, split: str,
+                     entities: Sequence[tuple[Any, dict]],
+                     relations: Iterable[tuple[Any, Any, str]]) -> AnnotatedReport:
+  """An AnnotatedReport from checked (key, entity) pairs and (head key, tail key, label) triples:
+  entities sorted by span, relations remapped to the sorted order and sorted."""
+  order = sorted(range(len(entities)),
+                 key=lambda i: (int(entities[i][1]["start"]), int(entities[i][1]["end"])))
+  index = {entities[i][0]: n for n, i in enumerate(order)}
+  ents = tuple({"start": int(e["start"]), "end": int(e["end"]), "label": e["label"],
+                "keyword": e["keyword"]} for e in (entities[i][1] for i in order))
+  rels = sorted(({"head": index[h], "tail": index[t], "label": label}
+                 for h, t, label in relations), key=lambda r: (r["head"], r["tail"], r["label"]))
+  return AnnotatedReport(report_id, text, split, ents, tuple(rels))
+
+
+# ----------------------------------------------------------------------------------------------
 # Reading.
 
 
@@ -103,10 +138,6 @@ def _kind(value: Any) -> str:
   return type(value).__name__
 
 
-def _is_int(v: Any) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def _error(source: str, report_id: Any = None, entity_id: Any = None,
            problem: str = "") -> AnnotationError:
   where = (source + ("" if report_id is None else f", report {report_id!r}")
@@ -127,31 +158,6 @@ def _span_text(text: str, entity: dict) -> str:
   return f"{text[start:end]!r} (start_ix={start}, end_ix={end - 1})"
 
 
-def _first_overlap(spans: Iterable[tuple[Any, int, int]]) -> Optional[tuple[Any, Any]]:
-  """Keys of two overlapping spans among (key, start, end exclusive), or None."""
-  widest = None  # of the spans so far, the one that reaches furthest
-  for span in sorted(spans, key=lambda s: (s[1], s[2])):
-    if widest is not None and span[1] < widest[2]:
-      return widest[0], span[0]
-    if widest is None or span[2] > widest[2]:
-      widest = span
-  return None
-
-
-def _canonical(report_id: str, text: str, split: str, entities: Sequence[tuple[Any, dict]],
-               relations: Iterable[tuple[Any, Any, str]]) -> AnnotatedReport:
-  """An AnnotatedReport from checked (key, entity) pairs and (head key, tail key, label) triples:
-  entities sorted by span, relations remapped to the sorted order and sorted."""
-  order = sorted(range(len(entities)),
-                 key=lambda i: (int(entities[i][1]["start"]), int(entities[i][1]["end"])))
-  index = {entities[i][0]: n for n, i in enumerate(order)}
-  ents = tuple({"start": int(e["start"]), "end": int(e["end"]), "label": e["label"],
-                "keyword": e["keyword"]} for e in (entities[i][1] for i in order))
-  rels = sorted(({"head": index[h], "tail": index[t], "label": label}
-                 for h, t, label in relations), key=lambda r: (r["head"], r["tail"], r["label"]))
-  return AnnotatedReport(report_id, text, split, ents, tuple(rels))
-
-
 def _check_keys(obj: dict, allowed: Sequence[str],
                 fail: Callable[[str], AnnotationError]) -> None:
   """Raises fail(problem) for a key given twice in `obj` or a key outside `allowed`."""
@@ -169,7 +175,7 @@ def _read_entity(text: str, eid: str, ent: Any, fail: Callable[..., AnnotationEr
     raise fail(eid, f"must be an object with tokens, label, start_ix and end_ix, not {_kind(ent)}")
   _check_keys(ent, _ENTITY_KEYS, lambda problem: fail(eid, problem))
   start, end = ent.get("start_ix"), ent.get("end_ix")
-  if not (_is_int(start) and _is_int(end)):
+  if not (is_int(start) and is_int(end)):
     raise fail(eid, f"start_ix {start!r} and end_ix {end!r} must both be integers: the "
                     'indices of the first and last characters of the span in "text"')
   if not 0 <= start <= end < len(text):
@@ -258,14 +264,14 @@ def _read_report(source: str, report_id: Any, value: Any) -> AnnotatedReport:
     entity, rels = _read_entity(text, eid, ent, fail)
     entities.append((eid, entity))
     raw_relations.append((eid, rels))
-  overlap = _first_overlap((eid, e["start"], e["end"]) for eid, e in entities)
+  overlap = first_overlap((eid, e["start"], e["end"]) for eid, e in entities)
   if overlap is not None:
     (a, b), by_id = overlap, dict(entities)
     raise fail(a, f"its span {_span_text(text, by_id[a])} overlaps that of entity {b!r}, "
                   f"{_span_text(text, by_id[b])}; spans must not overlap (the extractor tags "
                   "each character once)")
   relations = [r for eid, rels in raw_relations for r in _read_relations(eid, rels, ents, fail)]
-  return _canonical(report_id, text, split, entities, relations)
+  return canonical_report(report_id, text, split, entities, relations)
 
 
 def from_json_object(obj: Any, source: str = "<object>") -> list[AnnotatedReport]:
@@ -311,117 +317,7 @@ def read_annotations(path: PathLike) -> list[AnnotatedReport]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Writing.
-
-
-def _check_report(report: AnnotatedReport, where: str) -> None:
-  """Raises AnnotationError (prefixed with `where`) unless `report` would read back as is."""
-  def fail(problem: str) -> AnnotationError:
-    return AnnotationError(f"{where}: {problem}")
-
-  if not isinstance(report.id, str) or not report.id:
-    raise fail(f"the id {report.id!r} is not a non-empty string")
-  if not isinstance(report.text, str) or not report.text.strip():
-    raise fail(f"the text {report.text!r} is empty or not a string")
-  if report.split not in ("",) + SPLITS:
-    raise fail(f"split {report.split!r} is not one of {', '.join(SPLITS)} or \"\" (none)")
-  n = len(report.text)
-  for i, e in enumerate(report.entities):
-    if not isinstance(e, dict) or not {"start", "end", "label", "keyword"} <= set(e):
-      raise fail(f"entities[{i}] = {e!r} is not a dict with start, end, label and keyword")
-    start, end, label, keyword = e["start"], e["end"], e["label"], e["keyword"]
-    if not (_is_int(start) and _is_int(end) and 0 <= start < end <= n):
-      raise fail(f"entities[{i}] span start={start!r}, end={end!r} are not integers with "
-                 f"0 <= start < end <= {n} (the text's length; end is exclusive)")
-    if not isinstance(label, str) or label not in ENTITY_LABELS:
-      raise fail(f"entities[{i}] label {label!r} is not one of {', '.join(ENTITY_LABELS)}")
-    if not isinstance(keyword, str) or (keyword and keyword not in kw.KEYWORD_INDEX):
-      raise fail(f'entities[{i}] keyword {keyword!r} is neither a Table 1 keyword key nor ""')
-  overlap = _first_overlap((i, e["start"], e["end"]) for i, e in enumerate(report.entities))
-  if overlap is not None:
-    raise fail(f"the spans of entities[{overlap[0]}] and entities[{overlap[1]}] overlap; spans "
-               "must not overlap")
-  pairs: dict[tuple[int, int], int] = {}
-  for j, r in enumerate(report.relations):
-    if not isinstance(r, dict) or not {"head", "tail", "label"} <= set(r):
-      raise fail(f"relations[{j}] = {r!r} is not a dict with head, tail and label")
-    head, tail = r["head"], r["tail"]
-    if not all(_is_int(x) and 0 <= x < len(report.entities) for x in (head, tail)):
-      raise fail(f"relations[{j}] head {head!r} or tail {tail!r} is not an index into the "
-                 f"{len(report.entities)} entities")
-    if not isinstance(r["label"], str) or r["label"] not in RELATION_LABELS:
-      raise fail(f"relations[{j}] label {r['label']!r} is not one of "
-                 f"{', '.join(RELATION_LABELS)}")
-    if head == tail:
-      raise fail(f"relations[{j}] links entities[{head}] to itself")
-    if (head, tail) in pairs:
-      raise fail(f"relations[{pairs[head, tail]}] and relations[{j}] both link "
-                 f"entities[{head}] to entities[{tail}]; keep one relation per pair")
-    pairs[head, tail] = j
-
-
-def _report_object(report: AnnotatedReport) -> dict:
-  held: dict[int, list[list[str]]] = {}
-  for r in report.relations:
-    held.setdefault(int(r["head"]), []).append([r["label"], str(int(r["tail"]) + 1)])
-  entities = {}
-  for i, e in enumerate(report.entities):
-    start, end = int(e["start"]), int(e["end"])
-    entities[str(i + 1)] = {"tokens": report.text[start:end], "label": e["label"],
-                            "start_ix": start, "end_ix": end - 1, "relations": held.get(i, []),
-                            "keyword": e["keyword"]}
-  obj: dict = {"text": report.text}
-  if report.split:
-    obj["data_split"] = report.split
-  obj["entities"] = entities
-  return obj
-
-
-def to_json_object(reports: Iterable[AnnotatedReport]) -> dict:
-  """The annotation file's object for `reports`, in their order; entity ids are str(index + 1).
-
-  Raises AnnotationError, naming the report, for anything that would not read back.
-  """
-  out: dict = {}
-  for report in reports:
-    where = f"cannot write report {report.id!r}"
-    _check_report(report, where)
-    if report.id in out:
-      raise AnnotationError(f"{where}: the id appears more than once; report ids must be unique")
-    out[report.id] = _report_object(report)
-  if not out:
-    raise AnnotationError("no reports to write: an annotation file holds at least one")
-  return out
-
-
-def write_annotations(path: PathLike, reports: Iterable[AnnotatedReport]) -> None:
-  """Writes `reports` to `path` as UTF-8 JSON, atomically, creating parent folders.
-
-  Raises AnnotationError for a report that would not read back (writing nothing), and OSError
-  when the file cannot be written.
-  """
-  text = json.dumps(to_json_object(reports), ensure_ascii=False, indent=1) + "\n"
-  path = pathlib.Path(path)
-  above = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
-  if above is not None and not above.is_dir():
-    raise NotADirectoryError(errno.ENOTDIR, f"{above} is a file, not a folder", str(path))
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # The temporary file is created like an ordinary one (mode 0o666 less the umask), not mkstemp's
-  # 0o600, so the written file's permissions are the usual ones.
-  tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-# ----------------------------------------------------------------------------------------------
-# Splits and the synthetic set.
+# Splits.
 
 
 def with_splits(reports: Iterable[AnnotatedReport], seed: int) -> list[AnnotatedReport]:
@@ -447,21 +343,3 @@ def with_splits(reports: Iterable[AnnotatedReport], seed: int) -> list[Annotated
     seen.add(r.id)
   split_of = splits.split_by_id([r.id for r in reports], seed)
   return [dataclasses.replace(r, split=split_of[r.id]) for r in reports]
-
-
-def synthetic_reports(num_examples: int, seed: int = 0) -> list[AnnotatedReport]:
-  """The reports and exact graphs of the synthetic CN-CXR set (`num_examples`, `seed`), with its
-  ids and 7:1:2 splits, in index order. No images are drawn."""
-  # Imported here: tfds_cncxr imports TensorFlow Datasets and registers the builder.
-  from tfds_cncxr.synthetic import generate  # pylint: disable=import-outside-toplevel
-  split_of = {int(i): name for name, idx in generate.split_indices(num_examples, seed).items()
-              for i in idx}
-  out = []
-  for i in range(num_examples):
-    report = generate.make_study(seed, i)[2]
-    made = AnnotatedReport(generate.example_id(i), report.text, split_of[i],
-                           tuple(report.entities), tuple(report.relations))
-    _check_report(made, f"synthetic report {made.id!r} (seed {seed})")
-    out.append(_canonical(made.id, made.text, made.split, list(enumerate(made.entities)),
-                          [(r["head"], r["tail"], r["label"]) for r in made.relations]))
-  return out

@@ -13,7 +13,7 @@ import argparse
 import collections
 import sys
 
-from cnx2rg_jax.radgraph import annotations
+from cnx2rg_jax.radgraph import annotation_writer
 
 DEFAULT_NUM_EXAMPLES = 4000  # tfds_cncxr.cncxr.DEFAULT_SYNTHETIC_EXAMPLES
 
@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)  # exits with 2 on bad flags
   if args.num_examples < 1:
     parser.error(f"--num_examples={args.num_examples}: need at least 1")
-  reports = annotations.synthetic_reports(args.num_examples, args.seed)
+  reports = annotation_writer.synthetic_reports(args.num_examples, args.seed)
   try:
-    annotations.write_annotations(args.output, reports)
+    annotation_writer.write_annotations(args.output, reports)
   except OSError as e:
     print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
     return 2

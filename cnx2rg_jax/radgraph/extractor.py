@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from cnx2rg_jax.models.cn_radgraph import CNRadGraph, RadGraphConfig
 from cnx2rg_jax.radgraph import features
+from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.cleaning import clean_report
 

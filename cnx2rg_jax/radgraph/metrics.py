@@ -3,7 +3,7 @@
 As in RadGraph's evaluation: an entity is right when its character span and its label both match
 a gold entity; a relation is right when its label matches and both of its entities are right
 (span and label). Counts are summed over all reports before dividing; the 0/0 conventions are
-those of the clinical metric (`evaluation.clinical.prf`): a 0/0 ratio is 0, except that with no
+those of the clinical metric (`text.pair_scores.prf`): a 0/0 ratio is 0, except that with no
 gold and no predicted items at all every figure is None (nothing to score).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from cnx2rg_jax.evaluation import clinical
+from cnx2rg_jax.text.pair_scores import prf
 
 Graph = tuple[Sequence[dict], Sequence[dict]]  # (entities, relations)
 
@@ -26,8 +26,8 @@ def relation_set(entities: Sequence[dict], relations: Sequence[dict]) -> set[tup
 
 
 def _prf(tp: int, fp: int, fn: int, prefix: str) -> dict:
-  """clinical.prf's figures (same 0/0 conventions) and the counts, keys prefixed."""
-  out = {f"{prefix}_{k}": v for k, v in clinical.prf(tp, fp, fn).items()}
+  """prf's figures (the clinical metric's 0/0 conventions) and the counts, keys prefixed."""
+  out = {f"{prefix}_{k}": v for k, v in prf(tp, fp, fn).items()}
   return {**out, f"{prefix}_tp": tp, f"{prefix}_fp": fp, f"{prefix}_fn": fn}
 
 

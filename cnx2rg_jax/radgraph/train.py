@@ -24,8 +24,9 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from cnx2rg_jax.models.cn_radgraph import CNRadGraph, RadGraphConfig
-from cnx2rg_jax.radgraph import annotations, extractor as extractor_lib, features, metrics
+from cnx2rg_jax.radgraph import annotation_writer, annotations, features, metrics
+from cnx2rg_jax.radgraph import extractor as extractor_lib
+from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
 
 
 class RadGraphRunError(ValueError):
@@ -35,7 +36,7 @@ class RadGraphRunError(ValueError):
 def load_reports(data) -> dict[str, list[annotations.AnnotatedReport]]:
   """The annotated reports of `data` (config section), by split."""
   if data.source == "synthetic":
-    reports = annotations.synthetic_reports(data.num_examples, data.synthetic_seed)
+    reports = annotation_writer.synthetic_reports(data.num_examples, data.synthetic_seed)
   elif data.source == "file":
     if not data.annotations:
       raise RadGraphRunError("data.source='file' needs data.annotations=PATH, a JSON file in "

@@ -9,8 +9,8 @@ equal steps) and fixed sinusoidal positions, then runs pre-LN Transformer layers
 * relations: for every ordered pair (head, tail) of entities, a class among none, located_at,
   modify. An entity is represented by the encoder states at its first and last character, their
   mean over the span, and an embedding of its label, through a GELU layer; two more map it to
-  a head role and a tail role, and a biaffine form scores each class (Dozat and Manning 2017), plus a learned
-  bias for the signed character distance between the two entities (clipped to
+  a head role and a tail role, and a biaffine form scores each class (Dozat and Manning 2017),
+  plus a learned bias for the signed character distance between the two entities (clipped to
   +-max_distance). The biaffine keeps the all-pairs cost at B E^2 R pair_dim, small enough
   to train on a CPU in minutes.
 
@@ -61,7 +61,11 @@ class RadGraphConfig:
 def _sinusoids(length: int, width: int) -> jax.Array:
   """Fixed sine/cosine position codes (Vaswani et al. 2017). Learned ones tagged the late
   positions of long reports, rare in training, worse (synthetic val entity F1 0.972 vs 0.979
-  after 900 steps, without the n-gram convolution)."""
+  after 900 steps, without the n-gram convolution).
+
+  Not `models.layers.sinusoidal_positions`: that one orders the frequency arithmetic
+  differently, and at some widths (28, 88, 160, 768, ...) a few float32 entries differ in the
+  last bit, so saved models would no longer give exactly the same outputs."""
   pos = np.arange(length)[:, None]
   inv = np.exp(-np.log(10000.0) * np.arange(0, width, 2) / width)[None]
   out = np.zeros((length, width), np.float32)
@@ -74,6 +78,8 @@ class _Block(nn.Module):
 
   The attention is written out with plain matmuls: on XLA:CPU it runs about 2.5x faster than
   flax.linen.MultiHeadDotProductAttention's einsums (measured at 32 x 160 characters).
+  It is not `models.layers.MultiHeadAttention` either: that one has separate query/key/value
+  kernels where this has one fused `qkv`, so saved CN-RadGraph parameter trees would not load.
   """
 
   config: RadGraphConfig
