@@ -26,6 +26,8 @@ from typing import Any, Callable, Mapping, Optional, TypeVar
 import jax
 from jax._src import distributed as jax_distributed  # the coordination-service client
 
+from cnx2rg_jax.errors import UserError
+
 T = TypeVar("T")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 # How long a process waits at a barrier for the slowest one (building a release's dataset,
@@ -37,7 +39,7 @@ CLUSTER_LAUNCHERS = {"SLURM": ("SLURM_JOB_ID", "SLURM_NTASKS"),
                      "Open MPI": ("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE")}
 
 
-class DistributedConfigError(ValueError):
+class DistributedConfigError(UserError):
   """Multi-process flags that do not go together."""
 
 

@@ -10,3 +10,8 @@ CheckpointError`) only say where the error comes from; each is also a ValueError
 
 class UserError(ValueError):
   """The input is wrong; the message names the bad item (shown without a traceback)."""
+
+
+class CheckpointError(UserError):
+  """A checkpoint or saved model folder that cannot be used: missing, damaged, incomplete, or not
+  fitting the config (training's checkpoints and a trained CN-RadGraph alike)."""

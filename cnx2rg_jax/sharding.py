@@ -32,6 +32,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cnx2rg_jax.errors import UserError
+
 DATA_AXIS, MODEL_AXIS = "data", "model"
 TENSOR_RULES = (("vocab", MODEL_AXIS), ("mlp", MODEL_AXIS), ("joined_kv", MODEL_AXIS))
 FSDP_RULES = (("embed", DATA_AXIS), ("visual", DATA_AXIS), ("conv_out", DATA_AXIS),
@@ -45,7 +47,7 @@ STRATEGIES = {
 LOGICAL_RULES = (("batch", DATA_AXIS),) + TENSOR_RULES  # the default strategy's ("tensor")
 
 
-class MeshConfigError(ValueError):
+class MeshConfigError(UserError):
   """mesh.shape / mesh.axes that do not fit the devices."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
+from cnx2rg_jax.errors import UserError
 from cnx2rg_jax.text.keywords import KEYWORD_INDEX, NOT_MENTIONED, NUM_KEYWORDS
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
 from tfds_cncxr import splits
@@ -41,11 +42,11 @@ _SEX = {"m": "M", "male": "M", "男": "M", "f": "F", "female": "F", "女": "F"}
 _AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:y|yrs?|years?|岁)?$", re.IGNORECASE)
 
 
-class ReleaseFormatError(ValueError):
+class ReleaseFormatError(UserError):
   """The release folder or annotation.json as a whole is unusable (never skippable)."""
 
 
-class BadExampleError(ValueError):
+class BadExampleError(UserError):
   """One example is unusable. The message names it, the problem and how to fix or skip it."""
 
   def __init__(self, reason: str, *, split: Optional[str] = None, index: Optional[int] = None,

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from cnx2rg_jax.errors import UserError
 from cnx2rg_jax.card import attention, cases as cases_lib, curves, html_page, spans as spans_lib
 from cnx2rg_jax.data import pipeline
 from cnx2rg_jax.evaluation import clinical
@@ -30,7 +31,7 @@ from cnx2rg_jax.training import generate
 CARD_FILE = "index.html"
 
 
-class CardError(ValueError):
+class CardError(UserError):
   """The card cannot be made (bad card settings); the message names the item."""
 
 

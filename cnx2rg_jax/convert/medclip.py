@@ -49,6 +49,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from cnx2rg_jax.errors import UserError
 from cnx2rg_jax.models import convert_torchvision as conv_tv
 from cnx2rg_jax.models import prompt_encoder
 
@@ -62,7 +63,7 @@ ONLY_RESNET = ("only MedCLIP's ResNet-50 vision tower (medclip-pretrained.zip, t
                "vision_model.model.conv1.weight ... vision_model.model.fc.weight) is supported")
 
 
-class MedCLIPConversionError(ValueError):
+class MedCLIPConversionError(UserError):
   """A checkpoint that is not (or not wholly) MedCLIP's ResNet-50 vision tower."""
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cnx2rg_jax.errors import UserError
 import tfds_cncxr
 from cnx2rg_jax import distributed
 from cnx2rg_jax.data import graph_augment, transforms
@@ -19,7 +20,7 @@ from tfds_cncxr import annotate
 SPLITS = ("train", "val", "test")
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError):
   """A data setting that cannot work; the message says what to do."""
 
 

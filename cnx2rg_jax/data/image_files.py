@@ -21,6 +21,7 @@ from PIL import Image
 from pydicom import uid as dicom_uid
 from pydicom.dataset import FileMetaDataset
 
+from cnx2rg_jax.errors import UserError
 from tfds_cncxr.release import rescale_to_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
@@ -36,7 +37,7 @@ _FIX_DICOM = "export the study again as an uncompressed MONOCHROME2 DICOM, PNG o
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
   """One image file is unusable. The message names the file, the problem and what to do."""
 
   def __init__(self, path, reason: str, fix: str = _FIX_FORMAT):

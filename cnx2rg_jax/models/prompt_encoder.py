@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from cnx2rg_jax.errors import UserError
 from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.models.resnet import ResNet
 
@@ -78,7 +79,7 @@ FORMAT_VERSION = 1
 CONVERT_COMMAND = "python -m cnx2rg_jax.convert.medclip --checkpoint=pytorch_model.bin --output=DIR"
 
 
-class PromptEncoderError(ValueError):
+class PromptEncoderError(UserError):
   """A converted prompt-encoder directory that cannot be used; the message names the path."""
 
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Container, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from cnx2rg_jax.errors import UserError
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.text import report_graph
 from cnx2rg_jax.text.report_graph import ENTITY_LABELS, RELATION_LABELS
@@ -55,7 +56,7 @@ _EXAMPLE_RELATION = '["located_at", "1"]'
 PathLike = Union[str, os.PathLike]
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
   """An annotation file or report is unusable; the message names the file, report and entity."""
 
 

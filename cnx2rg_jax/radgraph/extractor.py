@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cnx2rg_jax.errors import CheckpointError  # noqa: F401  (also extractor.CheckpointError)
 from cnx2rg_jax.radgraph import features
 from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
 from cnx2rg_jax.text import report_graph
@@ -33,10 +34,6 @@ from cnx2rg_jax.text.cleaning import clean_report
 MODEL_DIR = "model"
 META_FILE = "cn_radgraph.json"
 FORMAT = 1
-
-
-class CheckpointError(ValueError):
-  """A CN-RadGraph model folder that is missing, incomplete or does not fit its config."""
 
 
 class Extractor:

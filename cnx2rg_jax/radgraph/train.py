@@ -24,12 +24,13 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from cnx2rg_jax.errors import UserError
 from cnx2rg_jax.radgraph import annotation_writer, annotations, features, metrics
 from cnx2rg_jax.radgraph import extractor as extractor_lib
 from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
 
 
-class RadGraphRunError(ValueError):
+class RadGraphRunError(UserError):
   """A config or workdir problem, shown to the user as one paragraph."""
 
 
