@@ -1,7 +1,10 @@
 """CN-X2RG configs: `--config=configs/cnx2rg.py` (the CPU demo on the synthetic CN-CXR) or
 `--config=configs/cnx2rg.py:paper` (the paper's settings on a CN-CXR release).
 
-Every key and its default lives here; code reads `config.data.crop_size`, never a hidden default.
+Every key and its default lives here (`defaults()`; a variant then changes some); code reads
+`config.data.crop_size`, never a hidden default. (The model keys that only R2Gen's checkpoints
+need, model.num_views and the model.r2gen_* switches, are set by configs/r2gen.py; a config
+without them gets cnx2rg_jax/models/factory.py's OPTIONAL_MODEL_KEYS: one view, switches off.)
 Override any key from the command line: `--config.data.num_examples=400`.
 """
 
@@ -14,8 +17,32 @@ ABLATIONS = ("r2gen", "prompt", "keyword_loss", "graph_augment", "sentence_shuff
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = defaults()
   c.variant = variant or "demo"
+  if variant == "paper":
+    _paper(c)
+  elif variant in ("", "demo"):
+    _shrink_for_cpu(c)
+  elif variant.startswith("ablation="):
+    _ablation(c, variant.removeprefix("ablation="))
+  elif variant == "cmn":
+    _paper(c)
+    cmn_baseline(c)
+  elif variant == "cmn_demo":
+    _ablation(c, "r2gen")
+    cmn_baseline(c)
+  else:
+    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo), 'paper', "
+                     f"'cmn', 'cmn_demo' or 'ablation=NAME' with NAME one of "
+                     f"{', '.join(ABLATIONS)}")
+  return c
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """Every key at its default, before a variant changes any: R2Gen's / the paper's model,
+  optimizer and decoding (get_config applies the variant; tests build their models from these)."""
+  c = ml_collections.ConfigDict()
+  c.variant = ""  # get_config names it
   c.seed = 0
 
   c.data = d = ml_collections.ConfigDict()
@@ -105,7 +132,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   dc.mbr_samples = 16  # reports drawn per image (the evidence and candidates)
   dc.mbr_temperature = 1.0  # sampling temperature (1: the model's own distribution)
   dc.mbr_seed = 0  # sample keys are fold_in(mbr_seed, hash of the image's pixels)
-  dc.mbr_utility = "labeler"  # pairs read by "labeler" (rules) | "cn_radgraph" (eval.cn_radgraph_dir)
+  # pairs read by "labeler" (rules) | "cn_radgraph" (eval.cn_radgraph_dir)
+  dc.mbr_utility = "labeler"
   # lambda: + lambda x the keyword head's log-likelihood of each candidate's keywords (0 = off;
   # > 0 needs train.keyword_weight > 0)
   dc.mbr_keyword_weight = 0.0
@@ -181,22 +209,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   b.memory_devices = 8  # devices of the paper-model memory table when the machine has only one
   b.train_batch_sizes = ()  # global batches bench_train times (empty: train.batch_size)
   b.peak_tflops = 0.0  # the chip's dense peak for MFU, when bench_train does not know it
-
-  if variant == "paper":
-    _paper(c)
-  elif variant in ("", "demo"):
-    _shrink_for_cpu(c)
-  elif variant.startswith("ablation="):
-    _ablation(c, variant.removeprefix("ablation="))
-  elif variant == "cmn":
-    _paper(c)
-    cmn_baseline(c)
-  elif variant == "cmn_demo":
-    _ablation(c, "r2gen")
-    cmn_baseline(c)
-  else:
-    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo), 'paper', "
-                     f"'cmn', 'cmn_demo' or 'ablation=NAME' with NAME one of {', '.join(ABLATIONS)}")
   return c
 
 
