@@ -4,8 +4,9 @@ overrides, built as every run builds them (the dataclasses have no defaults of t
 from __future__ import annotations
 
 from cnx2rg_jax.models import factory
+from cnx2rg_jax.models.cn_radgraph import RadGraphConfig
 from cnx2rg_jax.models.config import ModelConfig
-from configs import cnx2rg
+from configs import cn_radgraph, cnx2rg
 
 
 def model_config_with(*, vocab_size: int, max_len: int | None = None,
@@ -16,3 +17,8 @@ def model_config_with(*, vocab_size: int, max_len: int | None = None,
   return factory.model_config({**c.model.to_dict(), **fields}, vocab_size=vocab_size,
                               max_len=c.data.max_tokens if max_len is None else max_len)
 
+
+def radgraph_config_with(*, vocab_size: int, **fields) -> RadGraphConfig:
+  """configs/cn_radgraph.py's model defaults (its default variant) with `fields`."""
+  return RadGraphConfig(vocab_size=vocab_size,
+                        **{**cn_radgraph.get_config().model.to_dict(), **fields})
