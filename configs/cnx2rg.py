@@ -213,54 +213,39 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def _shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
-  """The demo: the same model and code paths at sizes a 2-core CPU trains in about 8 minutes.
-
-  Measured on that CPU (batch 16): ResNet-101 at 224 pixels with R2Gen's 3+3 layers of d 512
-  takes about 7 s a step; ResNet-18 at a quarter of the width on 64-pixel crops with 3+3 layers
-  of d 128, 0.36 s; with 1+1 layers and 64 tokens, 0.24 s. At equal wall time the 1+1 model
-  reached a higher val clinical F1 (0.64 at step 1,000 against 0.61 for 3+3), and its decoder
-  starts following the image between steps 1,000 and 2,000. From scratch and with ~2,000 steps,
-  the demo needs a larger learning rate than R2Gen's fine-tuning rates, with warmup and cosine:
-  2e-3 (1e-3 visual) gave val clinical F1 0.77 at step 1,000 and test 0.89 at 2,000, against
-  0.62 and 0.82 at half those rates.
-  The keyword auxiliary loss is on, as in the paper: without it the decoder wrote the commonest
-  normal report and ignored the image (clinical F1 0 after 1,500 steps at half these rates; at
-  these rates, test F1 0.639 against 0.892 with it: `:ablation=r2gen`). The visual dropout is
-  lowered from R2Gen's 0.5 to 0.1 (not ablated separately).
-  Two later changes, chosen on the val split (2026-11-28): keyword loss weight 3 instead of 1,
-  and MBR decoding with the keyword head (decode.method="mbr"). The beam's mode leaves out
-  findings the model half-believes (lung shadow recall 0.78 against the head's better
-  separation); of 8 sampled reports plus the beam's, the chosen one maximises the expected
-  clinical F1 against the samples plus the head's log-likelihood of its keywords. On the val
-  split (400): beam 0.886 at weight 1; plain MBR with 16 samples 0.899; weight 3 with guided
-  MBR 0.916 (8 samples; 16 gave 0.919; head weights 0.2-1.0 all within 0.003), against
-  nearest-neighbour retrieval's 0.898 and 0.914 with those encoders. Sampling temperatures
-  0.7 and 1.5 (plain MBR) and 1.3 (with the head) did no better than 1.0.
-  """
+  """The demo: the paper's model and code paths at sizes a 2-core CPU trains in about 8 minutes.
+  One line says why each value; docs/demo_history.md keeps the measurements and their dates."""
   d, m, tr, dc, ev = c.data, c.model, c.train, c.decode, c.eval
-  d.image_size, d.crop_size, d.max_tokens = 72, 64, 64
-  m.resnet_depth, m.resnet_width = 18, 16
-  m.d_model = m.d_ff = m.rm_d_model = 128
-  m.num_heads = m.rm_num_heads = 4
-  m.num_encoder_layers = m.num_decoder_layers = 1
-  m.visual_dropout = 0.1
-  dc.max_len = 64
+  d.image_size = 72  # CPU speed: ResNet-101 at 224 pixels and 3+3 layers of d 512 took ~7 s a step
+  d.crop_size = 64  # CPU speed: 64-pixel crops (0.24 s a step with the dims below)
+  d.max_tokens = 64  # CPU speed: 64 tokens (the 0.24 s step)
+  m.resnet_depth = 18  # CPU speed: ResNet-18
+  m.resnet_width = 16  # CPU speed: a quarter of torchvision's width
+  m.d_model = m.d_ff = m.rm_d_model = 128  # CPU speed: d 128
+  m.num_heads = m.rm_num_heads = 4  # heads that divide d 128 (not tuned)
+  m.num_encoder_layers = m.num_decoder_layers = 1  # beat 3+3 at equal time (val F1 0.64 vs 0.61)
+  m.visual_dropout = 0.1  # lowered from R2Gen's 0.5 (not ablated separately)
+  dc.max_len = 64  # data.max_tokens, the decoder's positions
+  tr.num_steps = 2000  # the decoder starts following the image between steps 1,000 and 2,000
   # val (MBR, 200 reports) once at the end: the 15-minute budget; --config.train.eval_every=500
   # gives a val curve for ~25 s a point
-  tr.num_steps, tr.eval_every, tr.checkpoint_every = 2000, 2000, 1000
-  tr.lr_visual, tr.lr_rest = 1e-3, 2e-3
-  tr.lr_schedule, tr.warmup_steps = "cosine", 100
-  tr.keyword_weight = 3.0
-  # The paper's rare-keyword oversampling, its thresholds scaled from CN-CXR's 32,410 training
-  # reports to the demo's 2,800 (5,000 -> 400), the rate cut from 10 to 3: measured (test
-  # clinical F1 0.892 -> 0.907, aortic calcification recall 0.03 -> 0.74); 1,000 / 10 / 1,000
-  # did worse on val (0.858 against 0.887).
+  tr.eval_every = 2000
+  tr.checkpoint_every = 1000  # one mid-run checkpoint besides the final one
+  tr.lr_visual = 1e-3  # from scratch, not fine-tuning: test clinical F1 0.89 against 0.82 at half
+  tr.lr_rest = 2e-3  # (the same measurement)
+  tr.lr_schedule = "cosine"  # with warmup, for the larger rates
+  tr.warmup_steps = 100  # (with the cosine schedule)
+  tr.keyword_weight = 3.0  # the paper's keyword loss (off: test F1 0.639); 3 beat 1 on val with MBR
+  # The paper's rare-keyword oversampling, scaled from CN-CXR's 32,410 training reports to the
+  # demo's 2,800 (test clinical F1 0.892 -> 0.907):
   d.oversample.enabled = True
-  d.oversample.min_count, d.oversample.max_rate, d.oversample.max_samples = 400, 3, 400
-  # Reports are chosen by MBR among the beam's report and 8 samples, with the keyword head's
-  # say (cnx2rg_jax/evaluation/mbr.py); measured on the val split, see the docstring.
-  dc.method, dc.mbr_samples, dc.mbr_keyword_weight = "mbr", 8, 1.0
-  ev.val_examples = 200
+  d.oversample.min_count = 400  # CN-CXR's 5,000 scaled to 2,800 reports
+  d.oversample.max_rate = 3  # cut from 10 (1,000 / 10 / 1,000 did worse on val: 0.858 vs 0.887)
+  d.oversample.max_samples = 400  # CN-CXR's 5,000 scaled to 2,800 reports
+  dc.method = "mbr"  # the beam drops half-believed findings: val clinical F1 0.916 against 0.886
+  dc.mbr_samples = 8  # 16 samples gave only 0.919 on val against 0.916
+  dc.mbr_keyword_weight = 1.0  # the keyword head's say (head weights 0.2-1.0 within 0.003 on val)
+  ev.val_examples = 200  # half the val split (400): MBR val costs ~25 s a point
 
 
 def _paper(c: ml_collections.ConfigDict) -> None:
