@@ -152,11 +152,10 @@ def check(config) -> None:
       ("train.adam_b2", lambda v: 0 <= v < 1, "in [0, 1)"), ("train.adam_eps", *_POS_FLOAT),
       ("decode.mbr_keyword_weight", lambda v: v == 0 or config.train.keyword_weight > 0,
        "0 unless the keyword head is trained (train.keyword_weight > 0)"),
+      ("card.enabled", lambda v: isinstance(v, bool), "true or false"),
+      ("card.num_cases", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+       "an integer >= 0 (0 shows every case)"),
   ]
-  if "card" in config:
-    rules += [("card.enabled", lambda v: isinstance(v, bool), "true or false"),
-              ("card.num_cases", lambda v: isinstance(v, int) and not isinstance(v, bool)
-               and v >= 0, "an integer >= 0 (0 shows every case)")]
   for key, ok, allowed in rules:
     _require(config, key, ok, allowed)
   _check_segmenter(config)

@@ -117,7 +117,7 @@ def train_then_test(config, workdir: str, config_name: str = "") -> int:
   run = trained.load(config, workdir)
   # provenance.json and the OOD reference belong to the checkpoint that eval and predict use
   run_facts.record_run(config, workdir, run)
-  evaluate_run(config, workdir, "test", card=bool(config.get("card") and config.card.enabled),
+  evaluate_run(config, workdir, "test", card=config.card.enabled,
                config_name=config_name, run=run)
   return 0
 

@@ -21,7 +21,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.synthetic_seed = 0
   d.split_seed = 0  # a file without data_split: seed of its 7:1:2 split
 
-  c.model = m = ml_collections.ConfigDict()  # see cnx2rg_jax/radgraph/model.py
+  # every default of cnx2rg_jax/radgraph/model.py's RadGraphConfig (it has none of its own)
+  c.model = m = ml_collections.ConfigDict()
   m.max_chars = 160  # characters a window; longer reports are cut at sentence ends
   m.max_entities = 48  # entities a window
   m.d_model = 128
@@ -30,9 +31,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.d_ff = 256
   m.dropout = 0.1
   m.pair_dim = 128
-  m.max_distance = 64
+  m.max_distance = 64  # signed character distance between paired entities, clipped
   m.ngram_width = 3  # a convolution over this many characters before the Transformer
-  m.bucket_step = 32  # batches are padded to a multiple of this many characters  # signed character distance between paired entities, clipped
+  m.bucket_step = 32  # batches are padded to a multiple of this many characters
 
   c.train = tr = ml_collections.ConfigDict()
   tr.batch_size = 32

@@ -1,7 +1,10 @@
 """CN-X2RG configs: `--config=configs/cnx2rg.py` (the CPU demo on the synthetic CN-CXR) or
 `--config=configs/cnx2rg.py:paper` (the paper's settings on a CN-CXR release).
 
-Every key and its default lives here; code reads `config.data.crop_size`, never a hidden default.
+Every key and its default lives here (`defaults()`; a variant then changes some); code reads
+`config.data.crop_size`, never a hidden default. (The model keys that only R2Gen's checkpoints
+need, model.num_views and the model.r2gen_* switches, are set by configs/r2gen.py; a config
+without them gets cnx2rg_jax/models/factory.py's OPTIONAL_MODEL_KEYS: one view, switches off.)
 Override any key from the command line: `--config.data.num_examples=400`.
 """
 
@@ -14,8 +17,32 @@ ABLATIONS = ("r2gen", "prompt", "keyword_loss", "graph_augment", "sentence_shuff
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = defaults()
   c.variant = variant or "demo"
+  if variant == "paper":
+    _paper(c)
+  elif variant in ("", "demo"):
+    _shrink_for_cpu(c)
+  elif variant.startswith("ablation="):
+    _ablation(c, variant.removeprefix("ablation="))
+  elif variant == "cmn":
+    _paper(c)
+    cmn_baseline(c)
+  elif variant == "cmn_demo":
+    _ablation(c, "r2gen")
+    cmn_baseline(c)
+  else:
+    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo), 'paper', "
+                     f"'cmn', 'cmn_demo' or 'ablation=NAME' with NAME one of "
+                     f"{', '.join(ABLATIONS)}")
+  return c
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """Every key at its default, before a variant changes any: R2Gen's / the paper's model,
+  optimizer and decoding (get_config applies the variant; tests build their models from these)."""
+  c = ml_collections.ConfigDict()
+  c.variant = ""  # get_config names it
   c.seed = 0
 
   c.data = d = ml_collections.ConfigDict()
@@ -105,7 +132,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   dc.mbr_samples = 16  # reports drawn per image (the evidence and candidates)
   dc.mbr_temperature = 1.0  # sampling temperature (1: the model's own distribution)
   dc.mbr_seed = 0  # sample keys are fold_in(mbr_seed, hash of the image's pixels)
-  dc.mbr_utility = "labeler"  # pairs read by "labeler" (rules) | "cn_radgraph" (eval.cn_radgraph_dir)
+  # pairs read by "labeler" (rules) | "cn_radgraph" (eval.cn_radgraph_dir)
+  dc.mbr_utility = "labeler"
   # lambda: + lambda x the keyword head's log-likelihood of each candidate's keywords (0 = off;
   # > 0 needs train.keyword_weight > 0)
   dc.mbr_keyword_weight = 0.0
@@ -181,74 +209,39 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   b.memory_devices = 8  # devices of the paper-model memory table when the machine has only one
   b.train_batch_sizes = ()  # global batches bench_train times (empty: train.batch_size)
   b.peak_tflops = 0.0  # the chip's dense peak for MFU, when bench_train does not know it
-
-  if variant == "paper":
-    _paper(c)
-  elif variant in ("", "demo"):
-    _shrink_for_cpu(c)
-  elif variant.startswith("ablation="):
-    _ablation(c, variant.removeprefix("ablation="))
-  elif variant == "cmn":
-    _paper(c)
-    cmn_baseline(c)
-  elif variant == "cmn_demo":
-    _ablation(c, "r2gen")
-    cmn_baseline(c)
-  else:
-    raise ValueError(f"unknown variant {variant!r} of configs/cnx2rg.py; use '' (demo), 'paper', "
-                     f"'cmn', 'cmn_demo' or 'ablation=NAME' with NAME one of {', '.join(ABLATIONS)}")
   return c
 
 
 def _shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
-  """The demo: the same model and code paths at sizes a 2-core CPU trains in about 8 minutes.
-
-  Measured on that CPU (batch 16): ResNet-101 at 224 pixels with R2Gen's 3+3 layers of d 512
-  takes about 7 s a step; ResNet-18 at a quarter of the width on 64-pixel crops with 3+3 layers
-  of d 128, 0.36 s; with 1+1 layers and 64 tokens, 0.24 s. At equal wall time the 1+1 model
-  reached a higher val clinical F1 (0.64 at step 1,000 against 0.61 for 3+3), and its decoder
-  starts following the image between steps 1,000 and 2,000. From scratch and with ~2,000 steps,
-  the demo needs a larger learning rate than R2Gen's fine-tuning rates, with warmup and cosine:
-  2e-3 (1e-3 visual) gave val clinical F1 0.77 at step 1,000 and test 0.89 at 2,000, against
-  0.62 and 0.82 at half those rates.
-  The keyword auxiliary loss is on, as in the paper: without it the decoder wrote the commonest
-  normal report and ignored the image (clinical F1 0 after 1,500 steps at half these rates; at
-  these rates, test F1 0.639 against 0.892 with it: `:ablation=r2gen`). The visual dropout is
-  lowered from R2Gen's 0.5 to 0.1 (not ablated separately).
-  Two later changes, chosen on the val split (2026-11-28): keyword loss weight 3 instead of 1,
-  and MBR decoding with the keyword head (decode.method="mbr"). The beam's mode leaves out
-  findings the model half-believes (lung shadow recall 0.78 against the head's better
-  separation); of 8 sampled reports plus the beam's, the chosen one maximises the expected
-  clinical F1 against the samples plus the head's log-likelihood of its keywords. On the val
-  split (400): beam 0.886 at weight 1; plain MBR with 16 samples 0.899; weight 3 with guided
-  MBR 0.916 (8 samples; 16 gave 0.919; head weights 0.2-1.0 all within 0.003), against
-  nearest-neighbour retrieval's 0.898 and 0.914 with those encoders. Sampling temperatures
-  0.7 and 1.5 (plain MBR) and 1.3 (with the head) did no better than 1.0.
-  """
+  """The demo: the paper's model and code paths at sizes a 2-core CPU trains in about 8 minutes.
+  One line says why each value; docs/demo_history.md keeps the measurements and their dates."""
   d, m, tr, dc, ev = c.data, c.model, c.train, c.decode, c.eval
-  d.image_size, d.crop_size, d.max_tokens = 72, 64, 64
-  m.resnet_depth, m.resnet_width = 18, 16
-  m.d_model = m.d_ff = m.rm_d_model = 128
-  m.num_heads = m.rm_num_heads = 4
-  m.num_encoder_layers = m.num_decoder_layers = 1
-  m.visual_dropout = 0.1
-  dc.max_len = 64
-  # val (MBR, 200 reports) once at the end: the 15-minute budget; --config.train.eval_every=500
-  # gives a val curve for ~25 s a point
-  tr.num_steps, tr.eval_every, tr.checkpoint_every = 2000, 2000, 1000
-  tr.lr_visual, tr.lr_rest = 1e-3, 2e-3
-  tr.lr_schedule, tr.warmup_steps = "cosine", 100
-  tr.keyword_weight = 3.0
-  # The paper's rare-keyword oversampling, its thresholds scaled from CN-CXR's 32,410 training
-  # reports to the demo's 2,800 (5,000 -> 400), the rate cut from 10 to 3: measured (test
-  # clinical F1 0.892 -> 0.907, aortic calcification recall 0.03 -> 0.74); 1,000 / 10 / 1,000
-  # did worse on val (0.858 against 0.887).
-  d.oversample.enabled = True
-  d.oversample.min_count, d.oversample.max_rate, d.oversample.max_samples = 400, 3, 400
-  # Reports are chosen by MBR among the beam's report and 8 samples, with the keyword head's
-  # say (cnx2rg_jax/evaluation/mbr.py); measured on the val split, see the docstring.
-  dc.method, dc.mbr_samples, dc.mbr_keyword_weight = "mbr", 8, 1.0
-  ev.val_examples = 200
+  d.image_size = 72  # CPU speed: ResNet-101 at 224 pixels and 3+3 layers of d 512 took ~7 s a step
+  d.crop_size = 64  # CPU speed: 64-pixel crops (0.24 s a step with the dims below)
+  d.max_tokens = 64  # CPU speed: 64 tokens (the 0.24 s step)
+  m.resnet_depth = 18  # CPU speed: ResNet-18
+  m.resnet_width = 16  # CPU speed: a quarter of torchvision's width
+  m.d_model = m.d_ff = m.rm_d_model = 128  # CPU speed: d 128
+  m.num_heads = m.rm_num_heads = 4  # heads that divide d 128 (not tuned)
+  m.num_encoder_layers = m.num_decoder_layers = 1  # beat 3+3 at equal time (val F1 0.64 vs 0.61)
+  m.visual_dropout = 0.1  # lowered from R2Gen's 0.5 (not ablated separately)
+  dc.max_len = 64  # data.max_tokens, the decoder's positions
+  tr.num_steps = 2000  # the decoder starts following the image between steps 1,000 and 2,000
+  tr.eval_every = 2000  # val once at the end: the 15-minute budget (500: a curve, ~25 s a point)
+  tr.checkpoint_every = 1000  # one mid-run checkpoint besides the final one
+  tr.lr_visual = 1e-3  # from scratch, not fine-tuning: test clinical F1 0.89 against 0.82 at half
+  tr.lr_rest = 2e-3  # (the same measurement)
+  tr.lr_schedule = "cosine"  # with warmup, for the larger rates
+  tr.warmup_steps = 100  # (with the cosine schedule)
+  tr.keyword_weight = 3.0  # the paper's keyword loss (off: test F1 0.639); 3 beat 1 on val with MBR
+  d.oversample.enabled = True  # the paper's rare-keyword oversampling: test F1 0.892 -> 0.907
+  d.oversample.min_count = 400  # CN-CXR's 5,000 (of 32,410 training reports) scaled to 2,800
+  d.oversample.max_rate = 3  # cut from 10 (1,000 / 10 / 1,000 did worse on val: 0.858 vs 0.887)
+  d.oversample.max_samples = 400  # CN-CXR's 5,000 scaled to 2,800 reports
+  dc.method = "mbr"  # the beam drops half-believed findings: val clinical F1 0.916 against 0.886
+  dc.mbr_samples = 8  # 16 samples gave only 0.919 on val against 0.916
+  dc.mbr_keyword_weight = 1.0  # the keyword head's say (head weights 0.2-1.0 within 0.003 on val)
+  ev.val_examples = 200  # half the val split (400): MBR val costs ~25 s a point
 
 
 def _paper(c: ml_collections.ConfigDict) -> None:

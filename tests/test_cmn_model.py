@@ -19,14 +19,14 @@ from cnx2rg_jax.models import factory, search
 from cnx2rg_jax.models.cmn import CMNModel
 from cnx2rg_jax.models.cmn_memory import CrossModalMemory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.config import ModelConfig
 from configs import cnx2rg as cnx2rg_configs
+from tests.helpers.model_configs import model_config_with
 
 VOCAB = 23
-TINY = ModelConfig(vocab_size=VOCAB, max_len=16, num_keywords=5, resnet_depth=18, resnet_width=8,
-                   d_model=16, d_ff=24, num_heads=2, num_encoder_layers=1, num_decoder_layers=2,
-                   rm_num_heads=2, rm_d_model=16, architecture="cmn", cmm_size=40, cmm_dim=16,
-                   cmn_topk=6)
+TINY = model_config_with(vocab_size=VOCAB, max_len=16, num_keywords=5, resnet_depth=18,
+                         resnet_width=8, d_model=16, d_ff=24, num_heads=2, num_encoder_layers=1,
+                         num_decoder_layers=2, rm_num_heads=2, rm_d_model=16, architecture="cmn",
+                         cmm_size=40, cmm_dim=16, cmn_topk=6)
 
 
 def _memory_reference(x, p, heads, topk):

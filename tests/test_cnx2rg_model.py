@@ -9,7 +9,7 @@ import pytest
 
 from cnx2rg_jax.models import factory, search
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.config import ModelConfig
+from tests.helpers.model_configs import model_config_with
 
 TINY = dict(vocab_size=23, max_len=12, resnet_depth=18, d_model=32, d_ff=32, num_heads=4,
             num_encoder_layers=2, num_decoder_layers=2, rm_num_slots=3, rm_num_heads=4,
@@ -18,7 +18,7 @@ TINY = dict(vocab_size=23, max_len=12, resnet_depth=18, d_model=32, d_ff=32, num
 
 @pytest.fixture(scope="module")
 def tiny():
-  model = CNX2RG(ModelConfig(num_prompts=2, **TINY))
+  model = CNX2RG(model_config_with(num_prompts=2, **TINY))
   variables = factory.random_variables(model, 64, seed=1)
   # Larger weights than 0.02 so that the search has real preferences to get right.
   variables = jax.tree.map(lambda x: x * 10 if x.ndim >= 2 else x, variables)

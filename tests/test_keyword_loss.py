@@ -8,9 +8,9 @@ import pytest
 
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.text import keywords as kw
 from cnx2rg_jax.training import steps
+from tests.helpers.model_configs import model_config_with
 
 
 def test_keyword_bce_matches_numpy_and_leaves_uncertain_and_unlabelled_out():
@@ -39,9 +39,10 @@ def test_keyword_bce_matches_numpy_and_leaves_uncertain_and_unlabelled_out():
 
 @pytest.mark.parametrize("weight", [0.0, 0.7])
 def test_total_loss_and_the_heads_gradient(weight):
-  cfg = ModelConfig(vocab_size=30, resnet_depth=18, resnet_width=4, d_model=32, d_ff=32,
-                    num_heads=2, num_encoder_layers=1, num_decoder_layers=1, rm_num_slots=2,
-                    rm_num_heads=2, rm_d_model=32, max_len=12, dropout=0.0, visual_dropout=0.0)
+  cfg = model_config_with(vocab_size=30, resnet_depth=18, resnet_width=4, d_model=32, d_ff=32,
+                          num_heads=2, num_encoder_layers=1, num_decoder_layers=1, rm_num_slots=2,
+                          rm_num_heads=2, rm_d_model=32, max_len=12, dropout=0.0,
+                          visual_dropout=0.0)
   model = CNX2RG(cfg)
   variables = nn.meta.unbox(factory.random_variables(model, 32))
   rng = np.random.default_rng(1)

@@ -9,8 +9,8 @@ import pytest
 
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.training import length_buckets, steps
+from tests.helpers.model_configs import model_config_with
 
 
 @pytest.mark.parametrize("max_tokens, n, want", [
@@ -36,9 +36,10 @@ def test_choose_is_the_smallest_bucket_that_holds_the_batch():
 
 
 def test_a_cut_batch_has_the_padded_batch_loss_and_gradients():
-  cfg = ModelConfig(vocab_size=30, resnet_depth=18, resnet_width=4, d_model=32, d_ff=32,
-                    num_heads=2, num_encoder_layers=1, num_decoder_layers=2, rm_num_slots=2,
-                    rm_num_heads=2, rm_d_model=32, max_len=40, dropout=0.0, visual_dropout=0.0)
+  cfg = model_config_with(vocab_size=30, resnet_depth=18, resnet_width=4, d_model=32, d_ff=32,
+                          num_heads=2, num_encoder_layers=1, num_decoder_layers=2, rm_num_slots=2,
+                          rm_num_heads=2, rm_d_model=32, max_len=40, dropout=0.0,
+                          visual_dropout=0.0)
   model = CNX2RG(cfg)
   variables = nn.meta.unbox(factory.random_variables(model, 32))
   rng = np.random.default_rng(1)

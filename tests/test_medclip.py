@@ -22,9 +22,9 @@ from cnx2rg_jax.convert import medclip
 from cnx2rg_jax.data import transforms
 from cnx2rg_jax.models import factory, prompt_encoder as pe
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.training import loop, optimizer, state as state_lib, steps
 from tests.conftest import tiny_config, tiny_model_config
+from tests.helpers.model_configs import model_config_with
 from tests.test_resnet import (_fake_state_dict, _torch_resnet, _write_safetensors,
                                randomize_batchnorm)
 
@@ -259,8 +259,8 @@ def _batch(rng, b=2, s=32, t=10):
 
 def test_frozen_encoder_is_loaded_and_never_updated(tmp_path):
   folder = _random_encoder_dir(tmp_path)
-  cfg = ModelConfig(num_prompts=2, prompt_feature_dim=512, prompt_encoder=str(folder),
-                    prompt_encoder_image_size=32, **TINY)
+  cfg = model_config_with(num_prompts=2, prompt_feature_dim=512, prompt_encoder=str(folder),
+                          prompt_encoder_image_size=32, **TINY)
   model = CNX2RG(cfg)
   tx, _ = optimizer.make_optimizer(_train_section(), steps_per_epoch=10)
   mesh = sharding.make_mesh((1,), ("data",), jax.devices()[:1])
@@ -295,8 +295,8 @@ def test_frozen_encoder_is_loaded_and_never_updated(tmp_path):
 def test_frozen_features_are_the_encoders(tmp_path):
   """CNX2RG's fused tokens end with the encoder's token, projected; no gradient reaches it."""
   folder = _random_encoder_dir(tmp_path)
-  cfg = ModelConfig(num_prompts=0, prompt_feature_dim=512, prompt_encoder=str(folder),
-                    prompt_encoder_image_size=32, **TINY)
+  cfg = model_config_with(num_prompts=0, prompt_feature_dim=512, prompt_encoder=str(folder),
+                          prompt_encoder_image_size=32, **TINY)
   model = CNX2RG(cfg)
   images = jnp.asarray(np.random.default_rng(1).normal(size=(2, 32, 32, 1)), jnp.float32)
   variables = nn.meta.unbox(factory.random_variables(model, 32))
@@ -333,7 +333,7 @@ def test_without_encoder_the_run_says_only_learnable_prompts(tiny_synthetic, tmp
   loop.train(config, str(tmp_path / "on"), log=lines.append)
   said = [l for l in lines if "prompt training" in l]
   assert len(said) == 1 and "only the 3 learnable prompt token(s) are used" in said[0]
-  assert pe.describe_prompts(ModelConfig(**TINY)) is None  # prompts off: nothing to say
+  assert pe.describe_prompts(model_config_with(**TINY)) is None  # prompts off: nothing to say
 
 
 def test_optimizer_state_layout_unchanged_without_frozen_params():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax.radgraph import annotation_writer, annotations, extractor, features, train
-from cnx2rg_jax.radgraph.model import CNRadGraph, RadGraphConfig
+from cnx2rg_jax.radgraph.model import CNRadGraph
 from cnx2rg_jax.text import report_graph
 from configs import cn_radgraph as radgraph_configs
+from tests.helpers.model_configs import radgraph_config_with
 
 
 def _tiny(**overrides):
@@ -21,8 +22,8 @@ def _tiny(**overrides):
 
 
 def test_padding_and_bucket_length_do_not_change_real_positions():
-  cfg = RadGraphConfig(vocab_size=50, max_chars=96, max_entities=4, d_model=32, num_heads=2,
-                       d_ff=64, pair_dim=16, num_layers=2)
+  cfg = radgraph_config_with(vocab_size=50, max_chars=96, max_entities=4, d_model=32, num_heads=2,
+                             d_ff=64, pair_dim=16, num_layers=2)
   model = CNRadGraph(cfg)
   rng = np.random.default_rng(0)
   chars = np.zeros((2, 96), np.int32)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax.models import convert_torchvision as conv_tv
-from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.models.prompt import KeywordHead, PromptFusion
 from cnx2rg_jax.models.resnet import ResNet, VisualEncoder
 from tests.helpers import torch_resnet
+from tests.helpers.model_configs import model_config_with
 
 
 def _shape_of(model, x, **kw):
@@ -46,7 +46,7 @@ def test_logical_axes():
 
 
 def test_visual_encoder_shapes():
-  cfg = ModelConfig(vocab_size=10, resnet_depth=18)
+  cfg = model_config_with(vocab_size=10, resnet_depth=18)
   images = jnp.ones((2, 64, 96, 1))
   variables = jax.eval_shape(VisualEncoder(cfg).init, jax.random.PRNGKey(0), images)
   patches, pooled = jax.eval_shape(VisualEncoder(cfg).apply, variables, images)
@@ -57,7 +57,7 @@ def test_visual_encoder_shapes():
   variables = {col: {"resnet": tree} for col, tree in converted.items()}
   patches, pooled = enc.apply(variables, images)
   np.testing.assert_allclose(pooled, patches.mean(axis=1), rtol=1e-6)
-  bf = ModelConfig(vocab_size=10, resnet_depth=18, dtype="bfloat16")
+  bf = model_config_with(vocab_size=10, resnet_depth=18, dtype="bfloat16")
   patches, pooled = jax.eval_shape(VisualEncoder(bf).apply, variables, images)
   assert patches.dtype == pooled.dtype == jnp.bfloat16
 
@@ -98,7 +98,7 @@ def test_batchnorm_train_eval():
 
 def test_prompt_fusion():
   patches = jnp.ones((2, 4, 512))
-  off = ModelConfig(vocab_size=10, resnet_depth=18)
+  off = model_config_with(vocab_size=10, resnet_depth=18)
   fusion = PromptFusion(off)
   variables = fusion.init(jax.random.PRNGKey(0), patches)
   assert not variables.get("params")
@@ -106,7 +106,7 @@ def test_prompt_fusion():
   with pytest.raises(ValueError, match="prompt_feature_dim == 0"):
     fusion.init(jax.random.PRNGKey(0), patches, jnp.ones((2, 3, 8)))
 
-  on = ModelConfig(vocab_size=10, resnet_depth=18, num_prompts=5, prompt_feature_dim=8)
+  on = model_config_with(vocab_size=10, resnet_depth=18, num_prompts=5, prompt_feature_dim=8)
   fusion = PromptFusion(on)
   feats = jnp.ones((2, 3, 8))
   variables = fusion.init(jax.random.PRNGKey(0), patches, feats)
@@ -122,7 +122,7 @@ def test_prompt_fusion():
 
 
 def test_keyword_head():
-  cfg = ModelConfig(vocab_size=10, resnet_depth=18, num_keywords=48)
+  cfg = model_config_with(vocab_size=10, resnet_depth=18, num_keywords=48)
   head = KeywordHead(cfg, dropout_rate=0.5)
   pooled = jnp.ones((3, 512), jnp.bfloat16)
   variables = head.init(jax.random.PRNGKey(0), pooled)

@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.models.layers import LayerNorm, layer_norm
 from cnx2rg_jax.models.mcln import ConditionalLayerNorm
 from cnx2rg_jax.models.relational_memory import RelationalMemory
 from cnx2rg_jax.models.transformer import ReportTransformer
+from tests.helpers.model_configs import model_config_with
 
-TINY = ModelConfig(vocab_size=20, max_len=12, resnet_depth=18, d_model=32, d_ff=32,
-                   num_heads=4, num_encoder_layers=2, num_decoder_layers=2, rm_num_slots=3,
-                   rm_num_heads=4, rm_d_model=32)
+TINY = model_config_with(vocab_size=20, max_len=12, resnet_depth=18, d_model=32, d_ff=32,
+                         num_heads=4, num_encoder_layers=2, num_decoder_layers=2, rm_num_slots=3,
+                         rm_num_heads=4, rm_d_model=32)
 B, N, T = 2, 5, 7
 
 
@@ -286,7 +286,7 @@ def r2gen_param_count(v, d_vf, d, d_ff, n_enc, n_dec, slots, d_rm):
 
 
 def test_paper_config_parameter_count_equals_r2gen():
-  config = ModelConfig(vocab_size=760)  # d 512, 3+3 layers, slots 3, ResNet-101 (d_vf 2048)
+  config = model_config_with(vocab_size=760)  # d 512, 3+3 layers, slots 3, ResNet-101 (d_vf 2048)
   model = ReportTransformer(config)
   feats = jax.ShapeDtypeStruct((1, 49, config.d_vf), jnp.float32)
   tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)

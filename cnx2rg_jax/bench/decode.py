@@ -69,7 +69,7 @@ def _workdir_model(config, workdir: str):
 
 def bench_decode(config) -> dict:
   b = config.bench
-  workdir = b.get("workdir", "")
+  workdir = b.workdir
   if workdir:
     model, variables, crop = _workdir_model(config, workdir)
     mcfg = model.config

@@ -174,7 +174,7 @@ def write_eval_card(config, workdir: str, split: str, run, prepared, results: di
   trained_on, notes = _provenance(config, workdir, run, facts)
   page = html_page.Page(
       title=f"CN-X2RG report card: {split} split",
-      facts=[("config", config_name or "(not given)"), ("variant", config.get("variant", "")),
+      facts=[("config", config_name or "(not given)"), ("variant", config.variant),
              ("workdir", workdir), ("checkpoint step", f"{run.step} ({run.chosen_by})"),
              *trained_on, ("split", f"{split}, {len(rows)} reports"),
              ("clinical scorer", config.eval.clinical_scorer),
@@ -215,7 +215,7 @@ def write_predict_card(config, workdir: str, run, paths: Sequence[str], images: 
   trained_on, notes = _provenance(config, workdir, run, facts)
   page = html_page.Page(
       title="CN-X2RG report card: predictions",
-      facts=[("config", config_name or "(not given)"), ("variant", config.get("variant", "")),
+      facts=[("config", config_name or "(not given)"), ("variant", config.variant),
              ("workdir", workdir), ("checkpoint step", f"{run.step} ({run.chosen_by})"),
              *trained_on, ("images", f"{n} shown of {num_predicted or len(paths)} predicted")],
       cases=views, notes=notes)

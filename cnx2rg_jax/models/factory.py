@@ -10,23 +10,42 @@ import numpy as np
 from cnx2rg_jax.models.cmn import CMNModel
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.models.config import ModelConfig
+from cnx2rg_jax.text import keywords
 
 # model.architecture -> the module: both share CNX2RG's entry points (CMNModel subclasses it).
 ARCHITECTURES = {"r2gen": CNX2RG, "cmn": CMNModel}
+# ModelConfig fields that a config's model section may leave out, and the value they then take.
+# configs/cnx2rg.py has none of them, so none of its configs (nor any DIR/config.json of its runs)
+# holds them; configs/r2gen.py sets the R2Gen ones for R2Gen's own checkpoints. Every other field
+# comes from the section (configs/cnx2rg.py gives each its default), vocab_size and max_len from
+# the caller.
+OPTIONAL_MODEL_KEYS = {
+    "num_keywords": len(keywords.KEYWORDS),  # the keyword head: the paper's 48 keywords
+    "num_views": 1,  # images a study (R2Gen's IU X-Ray model: 2)
+    "r2gen_layernorm": False,  # R2Gen's quirks, all off (models/config.py says what each does)
+    "r2gen_rgb_stem": False,
+    "r2gen_beam_search": False,
+}
 
 
 def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig:
-  """`config.model` (a ConfigDict) -> ModelConfig; an unknown key raises, naming it."""
+  """`config.model` (a ConfigDict) -> ModelConfig; an unknown or missing key raises, naming it.
+
+  The section must hold every ModelConfig field but vocab_size, max_len (given) and
+  OPTIONAL_MODEL_KEYS (absent: their values there)."""
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
-  values = dict(model_section)
+  values = {**OPTIONAL_MODEL_KEYS, **dict(model_section)}
   unknown = set(values) - fields
   if unknown:
     raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(fields)}")
-  mcfg = ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
-  if mcfg.architecture not in ARCHITECTURES:
-    raise ValueError(f"model.architecture={mcfg.architecture!r}; choose one of "
+  if "architecture" in values and values["architecture"] not in ARCHITECTURES:
+    raise ValueError(f"model.architecture={values['architecture']!r}; choose one of "
                      f"{sorted(ARCHITECTURES)}")
-  return mcfg
+  missing = fields - set(values) - {"vocab_size", "max_len"}
+  if missing:
+    raise ValueError(f"the model config lacks keys {sorted(missing)}; configs/cnx2rg.py gives "
+                     "every one its default")
+  return ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
 
 
 def model_of(mcfg: ModelConfig, **kwargs) -> CNX2RG:

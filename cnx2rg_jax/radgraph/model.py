@@ -33,18 +33,22 @@ from cnx2rg_jax.text.report_graph import ENTITY_LABELS
 
 @dataclasses.dataclass(frozen=True)
 class RadGraphConfig:
+  """The extractor's dimensions: configs/cn_radgraph.py's model section (which holds every
+  default; no field has one here) and the character vocabulary's size. A trained extractor's
+  cn_radgraph.json keeps every field."""
+
   vocab_size: int
-  max_chars: int = 160
-  max_entities: int = 64
-  d_model: int = 128
-  num_layers: int = 2
-  num_heads: int = 4
-  d_ff: int = 256
-  dropout: float = 0.1
-  pair_dim: int = 128
-  max_distance: int = 64
-  ngram_width: int = 3
-  bucket_step: int = 32  # batches are padded to a multiple of this (features.bucket_length)
+  max_chars: int
+  max_entities: int
+  d_model: int
+  num_layers: int
+  num_heads: int
+  d_ff: int
+  dropout: float
+  pair_dim: int
+  max_distance: int
+  ngram_width: int
+  bucket_step: int  # batches are padded to a multiple of this (features.bucket_length)
 
   def __post_init__(self):
     if self.d_model % self.num_heads:

@@ -14,8 +14,8 @@ import optax
 
 from cnx2rg_jax import sharding
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.training import state as state_lib, steps
+from tests.helpers.model_configs import model_config_with
 
 B, S, T, V, STEPS, LR = 8, 32, 16, 48, 20, 1e-3
 
@@ -36,9 +36,9 @@ def batches(n: int) -> list[dict]:
 
 
 def run(dtype: str) -> dict:
-  cfg = ModelConfig(vocab_size=V, max_len=T, resnet_depth=18, resnet_width=8, d_model=32,
-                    d_ff=64, num_heads=4, num_encoder_layers=1, num_decoder_layers=1,
-                    rm_num_slots=2, rm_num_heads=4, rm_d_model=32, dropout=0.1, dtype=dtype)
+  cfg = model_config_with(vocab_size=V, max_len=T, resnet_depth=18, resnet_width=8, d_model=32,
+                          d_ff=64, num_heads=4, num_encoder_layers=1, num_decoder_layers=1,
+                          rm_num_slots=2, rm_num_heads=4, rm_d_model=32, dropout=0.1, dtype=dtype)
   model = CNX2RG(cfg)
   tx = optax.adam(LR)
   mesh = sharding.make_mesh((1,), ("data",))

@@ -22,8 +22,8 @@ from jax.sharding import AbstractMesh
 
 from cnx2rg_jax import sharding
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.config import ModelConfig
 from cnx2rg_jax.training import memory_plan, state as state_lib, steps
+from tests.helpers.model_configs import model_config_with
 
 B, S, T, V = 8, 32, 12, 48
 # Small enough that step 1 leaves the network well conditioned. At 0.05 the two meshes' ResNet
@@ -36,9 +36,9 @@ LR = 0.005
 
 
 def run(mesh, strategy="tensor"):
-  cfg = ModelConfig(vocab_size=V, max_len=T, resnet_depth=18, d_model=64, d_ff=128,
-                    num_heads=4, num_encoder_layers=1, num_decoder_layers=1, rm_num_slots=2,
-                    rm_num_heads=4, rm_d_model=64, dropout=0.1)
+  cfg = model_config_with(vocab_size=V, max_len=T, resnet_depth=18, d_model=64, d_ff=128,
+                          num_heads=4, num_encoder_layers=1, num_decoder_layers=1, rm_num_slots=2,
+                          rm_num_heads=4, rm_d_model=64, dropout=0.1)
   model = CNX2RG(cfg)
   tx = optax.sgd(LR)
   state, shardings = state_lib.create_state(model, tx, mesh, image_size=S, num_tokens=T - 1,
