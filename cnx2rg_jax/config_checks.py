@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 import jax
 
 from cnx2rg_jax import sharding
+from cnx2rg_jax.config_error import ConfigError
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
@@ -35,10 +36,6 @@ ADDED_RUN_KEYS = {"model.prompt_encoder": "", "model.prompt_encoder_image_size":
                   "model.architecture": "r2gen", "model.cmm_size": 2048, "model.cmm_dim": 512,
                   "model.cmn_topk": 32,
                   "text.segmenter": "jieba"}
-
-
-class ConfigError(ValueError):
-  """A config value cannot work; the message names the key and the fix."""
 
 
 class WorkdirError(ValueError):

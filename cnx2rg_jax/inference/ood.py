@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import jax
 import numpy as np
 
-from cnx2rg_jax import config_checks
+from cnx2rg_jax import config_error
 from cnx2rg_jax.data import dataset, pipeline
 from cnx2rg_jax.training import generate
 
@@ -52,10 +52,10 @@ class OodError(ValueError):
 
 
 def check_config(ood) -> None:
-  """Raises config_checks.ConfigError naming a bad ood.* value."""
+  """Raises config_error.ConfigError naming a bad ood.* value."""
   def bad(key, value, allowed):
-    raise config_checks.ConfigError(f"config key ood.{key}={value!r} is not allowed: {allowed}. "
-                                    f"Fix it in the config file or with --config.ood.{key}=...")
+    raise config_error.ConfigError(f"config key ood.{key}={value!r} is not allowed: {allowed}. "
+                                   f"Fix it in the config file or with --config.ood.{key}=...")
   for key in ("k", "max_reference"):
     value = ood[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from cnx2rg_jax import config_checks, sharding
+from cnx2rg_jax import config_error, sharding
 from cnx2rg_jax.models import factory, flops
 from cnx2rg_jax.training import memory_plan, optimizer, state as state_lib, steps
 
@@ -131,7 +131,7 @@ def bench_train(config) -> dict:
   b = config.bench
   unknown = set(b.train_configs) - set(BENCH_CONFIGS)
   if unknown:
-    raise config_checks.ConfigError(
+    raise config_error.ConfigError(
         f"bench.train_configs has {sorted(unknown)}; choose from {BENCH_CONFIGS}, as a tuple: "
         "--config.bench.train_configs=\"('paper',)\"")
   results = []

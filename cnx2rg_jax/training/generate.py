@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from cnx2rg_jax import config_checks, sharding
+from cnx2rg_jax import config_error, sharding
 from cnx2rg_jax.data import dataset, pipeline
 from cnx2rg_jax.evaluation import clinical, mbr
 from cnx2rg_jax.models import search
@@ -75,15 +75,15 @@ class ReportGenerator:
                chooser: Optional[mbr.Chooser] = None):
     self.method = decode.get("method", "beam")
     if self.method not in DECODE_METHODS:
-      raise config_checks.ConfigError(f"decode.method={self.method!r} is not one of "
-                                      f"{DECODE_METHODS}")
+      raise config_error.ConfigError(f"decode.method={self.method!r} is not one of "
+                                     f"{DECODE_METHODS}")
     if self.method == "mbr" and chooser is None:
       raise ValueError("decode.method='mbr' needs a chooser; build the generator with "
                        "ReportGenerator.from_config")
     self.chooser = chooser
     n_data = mesh.shape[sharding.DATA_AXIS]
     if batch_size % (jax.process_count() * n_data):
-      raise config_checks.ConfigError(
+      raise config_error.ConfigError(
           f"eval.batch_size={batch_size} must split evenly over {jax.process_count()} "
           f"process(es) and the mesh's {n_data} data shards; make it a multiple of "
           f"{jax.process_count() * n_data}")

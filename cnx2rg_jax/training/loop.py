@@ -21,7 +21,7 @@ from typing import Callable
 
 import jax
 
-from cnx2rg_jax import config_checks, distributed, sharding
+from cnx2rg_jax import config_error, distributed, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory, prompt_encoder
 from cnx2rg_jax.radgraph import annotator as radgraph_annotator
@@ -48,8 +48,8 @@ def _global_batch_size(tr) -> tuple[int, int]:
   """(global, per-process) batch sizes; the global one must split evenly over processes."""
   n = jax.process_count()
   if tr.batch_size % n:
-    raise config_checks.ConfigError(f"train.batch_size={tr.batch_size} does not split over {n} "
-                                    "processes; make it a multiple of the process count")
+    raise config_error.ConfigError(f"train.batch_size={tr.batch_size} does not split over {n} "
+                                   "processes; make it a multiple of the process count")
   return tr.batch_size, tr.batch_size // n
 
 
@@ -63,7 +63,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
       f"{dataset.annotation_summary(prepared)}")
   train_texts = dataset.read_split_texts(prepared, "train")
   if tr.keyword_weight > 0 and not train_texts.has_keyword_labels.any():
-    raise config_checks.ConfigError(
+    raise config_error.ConfigError(
         f"train.keyword_weight={tr.keyword_weight} trains the keyword head, but no training "
         f"report of this build has keyword labels (data.annotate={config.data.annotate!r}, "
         f"data.language={config.data.language!r}). Label a Chinese release at build time "
@@ -73,7 +73,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   mesh = sharding.mesh_from_config(config.mesh)
   global_bs, local_bs = _global_batch_size(tr)
   if global_bs % mesh.shape[sharding.DATA_AXIS]:
-    raise config_checks.ConfigError(
+    raise config_error.ConfigError(
         f"train.batch_size={global_bs} does not split over the mesh's "
         f"{mesh.shape[sharding.DATA_AXIS]} data shards; make it a multiple of that, or change "
         "mesh.shape")
