@@ -17,10 +17,11 @@ import jax
 from cnx2rg_jax import sharding
 from cnx2rg_jax.config_error import ConfigError
 from cnx2rg_jax.evaluation import clinical
+from cnx2rg_jax.inference import evaluate, generate
 from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
 from cnx2rg_jax.text import pkuseg_segmenter, word_vocab
-from cnx2rg_jax.training import evaluate, generate, optimizer
+from cnx2rg_jax.training import optimizer
 from tfds_cncxr import annotate
 
 # Keys that must equal the workdir's config.json to resume or evaluate the run there.

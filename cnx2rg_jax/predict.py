@@ -55,7 +55,7 @@ from cnx2rg_jax.data import dataset, image_files, study_files, transforms
 from cnx2rg_jax.evaluation.labeler import label_report
 from cnx2rg_jax.inference import ood, run_facts
 from cnx2rg_jax.text import keywords as kw
-from cnx2rg_jax.training import generate, trained
+from cnx2rg_jax.inference import generate, trained
 
 
 def print_to_stderr(message: str) -> None:

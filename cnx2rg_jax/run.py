@@ -11,11 +11,11 @@ from cnx2rg_jax.bench import decode as decode_bench
 from cnx2rg_jax.card import build as card_build
 from cnx2rg_jax.data import bench as data_bench, dataset, keyword_table, vocabulary
 from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.inference import ood, run_facts
+from cnx2rg_jax.inference import evaluate, ood, run_facts, trained
 from cnx2rg_jax.radgraph import annotations, annotator as radgraph_annotator
 from cnx2rg_jax.radgraph import extractor as radgraph_extractor
 from cnx2rg_jax.radgraph import train as radgraph_train
-from cnx2rg_jax.training import bench_train, checkpoints, evaluate, loop, trained
+from cnx2rg_jax.training import bench_train, checkpoints, loop
 from tfds_cncxr import release
 
 MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train", "table1",
@@ -113,7 +113,7 @@ def train_then_test(config, workdir: str, config_name: str = "") -> int:
   config_checks.check_workdir(config, workdir)
   config_checks.write_config(config, workdir)
   print(prepare_data(config, workdir), flush=True)
-  loop.train(config, workdir)
+  loop.train(config, workdir, make_validator=evaluate.make_validator)
   run = trained.load(config, workdir)
   # provenance.json and the OOD reference belong to the checkpoint that eval and predict use
   run_facts.record_run(config, workdir, run)

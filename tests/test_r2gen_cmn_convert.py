@@ -117,7 +117,7 @@ def test_convert_writes_a_workdir_that_runs(vocab, tmp_path, monkeypatch):
   assert json.loads((workdir / "config.json").read_text())["model"]["architecture"] == "cmn"
   from configs import r2gen_cmn as cmn_configs  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax import config_checks  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   config = cmn_configs.get_config("mimic_cxr")
   harness.apply_overrides(config, record["config_overrides"])
   config_checks.check_workdir(config, str(workdir))  # what --mode=eval checks first

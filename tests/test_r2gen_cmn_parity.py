@@ -64,7 +64,7 @@ def setup(request, tmp_path_factory):
   record = conv.convert(ckpt, ann, dataset, 3, workdir, num_heads=4, topk=8,
                         max_seq_length=MAX_LEN)
   from configs import r2gen_cmn as cmn_configs  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   from tests.helpers.r2gen_harness import apply_overrides  # pylint: disable=import-outside-toplevel
   config = cmn_configs.get_config(dataset)
   apply_overrides(config, record["config_overrides"])

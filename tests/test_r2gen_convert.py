@@ -159,7 +159,7 @@ def test_convert_writes_a_workdir(vocab, tmp_path, monkeypatch):
   harness.apply_overrides(config, record["config_overrides"])
   assert config.data.manual_dir == str(tmp_path)  # the annotation's folder by default
   config_checks.check_workdir(config, str(workdir))  # what --mode=eval checks first
-  # --mode=bench_decode with bench.workdir loads it as --mode=eval does (training.trained).
+  # --mode=bench_decode with bench.workdir loads it as --mode=eval does (inference.trained).
   from cnx2rg_jax.bench import decode as bench  # pylint: disable=import-outside-toplevel
   from configs import bench_decode  # pylint: disable=import-outside-toplevel
   model, variables, crop = bench._workdir_model(  # pylint: disable=protected-access

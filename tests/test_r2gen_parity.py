@@ -8,7 +8,7 @@ and checks on the same images:
 - teacher-forced logits and log-probabilities equal R2Gen's within 1e-4 (on R2Gen's rows);
 - beam search at beam 3 with R2Gen's settings (model.r2gen_beam_search) returns R2Gen's token
   sequences for every example whose finished scores have no near-tie in R2Gen's own search.
-- the converted workdir opens as --mode=eval/predict open it (training.trained.load), and
+- the converted workdir opens as --mode=eval/predict open it (inference.trained.load), and
   `--mode=eval` on the release folder (TFDS build, grain pipeline, two views for IU X-Ray)
   writes the reports R2Gen's own test loop writes: its dataset class reading the same image
   files, its eval transform, its model's beam search and its tokenizer's decode.
@@ -260,7 +260,7 @@ def test_workdir_opens_for_eval(setup):
   """--mode=eval/predict's loader opens the converted workdir (IU X-Ray's two views too), and its
   generator writes R2Gen's reports."""
   from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
   config = r2gen_configs.get_config(setup["dataset"])
   harness.apply_overrides(config, setup["record"]["config_overrides"])

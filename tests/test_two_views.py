@@ -23,7 +23,7 @@ from cnx2rg_jax.card import attention
 from cnx2rg_jax.convert import r2gen as conv
 from cnx2rg_jax.data import dataset, images, pipeline, study_files
 from cnx2rg_jax.text.word_vocab import WordTokenizer
-from cnx2rg_jax.training import generate, trained
+from cnx2rg_jax.inference import generate, trained
 from tfds_cncxr import release
 from tests.helpers import r2gen_harness as harness
 from tests.helpers.r2gen_state import r2gen_state_dict

@@ -152,7 +152,7 @@ def write_workdir(workdir: str | os.PathLike, config, tokenizer: WordTokenizer,
   tx, _ = optimizer.make_optimizer(config.train, steps_per_epoch=1)
   params = jax.tree.map(jnp.asarray, variables["params"])
   batch_stats = jax.tree.map(jnp.asarray, variables["batch_stats"])
-  # Unsharded arrays: the loader (training.trained) restores them into its own shardings and
+  # Unsharded arrays: the loader (inference.trained) restores them into its own shardings and
   # checks every shape against the model first. `convert_state_dict` has checked the params.
   state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                batch_stats=batch_stats, opt_state=tx.init(params))
@@ -179,7 +179,7 @@ def write_ood_reference(config, workdir: str, ood_data: str, data_dir: str = "")
   """DIR/ood/ from the training data in `ood_data` (annotation.json + images): its train split
   encoded by the converted model, calibrated on its val split; returns the folder."""
   from cnx2rg_jax.inference import run_facts  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   config.data.manual_dir = ood_data
   if data_dir:

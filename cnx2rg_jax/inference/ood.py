@@ -35,7 +35,7 @@ import numpy as np
 
 from cnx2rg_jax import config_error
 from cnx2rg_jax.data import dataset, pipeline
-from cnx2rg_jax.training import generate
+from cnx2rg_jax.inference import generate
 
 OOD_DIR = "ood"
 REFERENCE_FILE = "reference.npy"
@@ -248,7 +248,7 @@ def split_features(generator: generate.ReportGenerator, variables, prepared, spl
 
 def compute(config, run, prepared: dataset.PreparedDataset,
             log: Callable[[str], None] = print) -> tuple[Reference, np.ndarray]:
-  """The reference and val scores of `run` (training.trained.TrainedRun) on `prepared`'s train
+  """The reference and val scores of `run` (inference.trained.TrainedRun) on `prepared`'s train
   and val splits, with config.ood's k, max_reference and quantile."""
   check_config(config.ood)
   o = config.ood

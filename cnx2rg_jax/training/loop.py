@@ -5,7 +5,8 @@
     train.log_every steps a progress line and TensorBoard scalars, checking for NaN/Inf ->
     every train.checkpoint_every steps and at the end an async checkpoint (train state + grain
     iterator state) -> every train.eval_every steps beam search on val, its metrics logged and
-    saved with a checkpoint of that step (the best by val BLEU-4 is kept for evaluation)
+    saved with a checkpoint of that step (the best by val BLEU-4 is kept for evaluation; the val
+    evaluation is handed in, `inference.evaluate.make_validator`)
 
 A run started again in the same workdir resumes from the latest checkpoint and, on CPU, continues
 bit-identically (tests/test_training_loop.py). A NaN or Inf loss stops the run with an error
@@ -16,8 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -26,8 +26,7 @@ from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory, prompt_encoder
 from cnx2rg_jax.radgraph import annotator as radgraph_annotator
 from cnx2rg_jax.training import checkpoints as ckpt_lib
-from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.training import evaluate, generate, metrics_io, optimizer
+from cnx2rg_jax.training import metrics_io, optimizer
 from cnx2rg_jax.training import length_buckets, state as state_lib, steps
 
 
@@ -53,9 +52,21 @@ def _global_batch_size(tr) -> tuple[int, int]:
   return tr.batch_size, tr.batch_size // n
 
 
-def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResult:
-  """Trains (or resumes) the run in `workdir` up to train.num_steps."""
+# (config, model, mesh, prepared, tokenizer, writer, log) -> the function (step, state) -> val
+# metrics that runs every train.eval_every steps: inference.evaluate.make_validator.
+MakeValidator = Callable[..., Callable[[int, Any], dict]]
+
+
+def train(config, workdir: str, log: Callable[[str], None] = print,
+          make_validator: Optional[MakeValidator] = None) -> TrainResult:
+  """Trains (or resumes) the run in `workdir` up to train.num_steps. `make_validator` builds the
+  val evaluation of every train.eval_every steps (run.py passes
+  `inference.evaluate.make_validator`); without one, train.eval_every must be 0."""
   tr = config.train
+  if tr.eval_every and make_validator is None:
+    raise ValueError(f"train.eval_every={tr.eval_every} needs make_validator (e.g. "
+                     "inference.evaluate.make_validator) to run beam search on val; pass one, "
+                     "or set train.eval_every=0")
   workdir_path = pathlib.Path(workdir)
   prepared = dataset.prepare(config.data, dataset.num_views(config),
                              make_annotator=radgraph_annotator.make)
@@ -126,7 +137,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
                                     enabled=jax.process_index() == 0)
   validate = None
   if tr.eval_every:
-    validate = _validator(config, model, mesh, prepared, tok, writer, log)
+    validate = make_validator(config, model, mesh, prepared, tok, writer, log)
   progress = metrics_io.Progress(tr.num_steps, global_bs, start_step=start)
   pending: list[tuple[int, dict]] = []
   last: dict = {}
@@ -159,29 +170,6 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
     ckpts.close()
     writer.close()
   return TrainResult(step=tr.num_steps, state=state, last_metrics=last, history=history)
-
-
-def _validator(config, model, mesh, prepared, tok, writer, log):
-  """The function (step, state) -> val metrics that runs every train.eval_every steps."""
-  generator = generate.ReportGenerator.from_config(model, mesh, config, tok)
-  labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
-  val_texts = dataset.read_split_texts(prepared, "val")  # read once, not at every validation
-
-  def validate(step: int, state) -> dict:
-    start = time.perf_counter()
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    rows, _ = evaluate.generate_split(generator, variables, prepared, "val", config.data, tok,
-                                      limit=config.eval.val_examples, texts=val_texts,
-                                      references=config.eval.references)
-    metrics = evaluate.metrics_of(rows, labeler, meteor=False, step=step)
-    scalars = {k: metrics[k] for k in evaluate.TABLE_METRICS if metrics.get(k) is not None}
-    writer.scalars(step, {"val/" + k: v for k, v in scalars.items()})
-    writer.text(step, "val/example_report", rows[0]["prediction"])
-    log(f"val @ step {step} ({len(rows)} reports, {time.perf_counter() - start:.0f} s): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in scalars.items()))
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-  return validate
 
 
 def _flush(pending, writer, progress, log) -> dict:
