@@ -12,7 +12,7 @@ betas/eps) and `ablation=all` (CN-X2RG: R2Gen with all of the paper's additions)
 
 After the runs, each model's cost is measured here, once (DIR/MODEL/efficiency.json; delete it to
 measure again), on this machine: its parameter count; train examples/s of its jitted train step
-(training.bench_train.time_config, random batches of its shapes, after warm-up); its train state
+(bench.train.time_config, random batches of its shapes, after warm-up); its train state
 (parameters + optimizer state) from training.memory_plan; the compiled train step's memory by
 XLA's buffer assignment (arguments + outputs + temporaries - aliased: what one step holds at its
 peak, activations included), and the backend's peak where it reports one (GPU/TPU). DIR/
@@ -94,7 +94,7 @@ def measure(name: str, vocab_size: int, overrides: Sequence[str] = (),
             steps: int = 3, warmup: int = 1) -> dict:
   """One model's costs on this machine (see the module docstring)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import bench_train  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.bench import train as bench_train  # pylint: disable=import-outside-toplevel
   config = config_of(name, overrides)
   timed = bench_train.time_config(config, vocab_size, steps, warmup)
   state_mib, step_mib = step_memory_mib(config, vocab_size)

@@ -7,15 +7,15 @@ import logging
 import sys
 
 from cnx2rg_jax import config_checks, predict, sharding
-from cnx2rg_jax.bench import decode as decode_bench
+from cnx2rg_jax.bench import decode as decode_bench, input as input_bench, train as bench_train
 from cnx2rg_jax.card import build as card_build
-from cnx2rg_jax.data import bench as data_bench, dataset, keyword_table, vocabulary
+from cnx2rg_jax.data import dataset, keyword_table, vocabulary
 from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.inference import evaluate, ood, run_facts, trained
 from cnx2rg_jax.radgraph import annotations, annotator as radgraph_annotator
 from cnx2rg_jax.radgraph import extractor as radgraph_extractor
 from cnx2rg_jax.radgraph import train as radgraph_train
-from cnx2rg_jax.training import bench_train, checkpoints, loop
+from cnx2rg_jax.training import checkpoints, loop
 from tfds_cncxr import release
 
 MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train", "table1",
@@ -141,7 +141,7 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str,
     if config.get("task") == "cn_radgraph":
       return run_cn_radgraph(config, workdir, mode, split)
     if mode == "bench_input":
-      print(json.dumps(data_bench.bench_input(config)))
+      print(json.dumps(input_bench.bench_input(config)))
       return 0
     if mode == "bench_decode":
       print(json.dumps(decode_bench.bench_decode(config)))

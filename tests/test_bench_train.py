@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cnx2rg_jax import run
-from cnx2rg_jax.training import bench_train
+from cnx2rg_jax.bench import train as bench_train
 from tests.conftest import tiny_model_config
 
 

@@ -5,7 +5,7 @@
 Reads the synthetic train split's reports through the run's word tokenizer, draws `--batches`
 random training batches of train.batch_size, and counts which bucket length
 (training/length_buckets.py, train.length_buckets) each would be cut to. Then it times the
-config's real jitted train step (training/bench_train.py, random weights) at each used length and
+config's real jitted train step (bench/train.py, random weights) at each used length and
 at the full data.max_tokens, and prints one JSON line with the bucket shares, the step times and
 the expected speed-up (full-length step time over the share-weighted bucketed one).
 """
@@ -20,8 +20,9 @@ import tempfile
 
 import numpy as np
 
+from cnx2rg_jax.bench import train as bench_train
 from cnx2rg_jax.data import dataset, vocabulary
-from cnx2rg_jax.training import bench_train, length_buckets
+from cnx2rg_jax.training import length_buckets
 
 
 def bucket_shares(config, num_batches: int, seed: int = 0) -> dict[int, float]:

@@ -33,13 +33,12 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
-from typing import Callable
 
 import numpy as np
+
+from cnx2rg_jax.bench.timing import timed
 
 DIMS = {
     "r2gen": dict(image_size=224, resnet_depth=101, d_vf=2048, d_model=512, num_heads=8,
@@ -47,21 +46,6 @@ DIMS = {
     "tiny": dict(image_size=224, resnet_depth=18, d_vf=512, d_model=32, num_heads=4,
                  num_layers=1),
 }
-
-
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict:
-  """Runs fn warmup times, then repeats timed times: min and median wall and CPU seconds."""
-  for _ in range(warmup):
-    fn()
-  wall, cpu = [], []
-  for _ in range(repeats):
-    start, start_cpu = time.perf_counter(), time.process_time()
-    fn()
-    wall.append(time.perf_counter() - start)
-    cpu.append(time.process_time() - start_cpu)
-  return {"wall_min": round(min(wall), 4), "wall_median": round(statistics.median(wall), 4),
-          "cpu_min": round(min(cpu), 4), "cpu_median": round(statistics.median(cpu), 4),
-          "repeats": repeats, "warmup": warmup}
 
 
 def parse_settings(text: str) -> list[tuple[int, int]]:
@@ -175,8 +159,9 @@ class OurSide:
     from cnx2rg_jax import sharding  # pylint: disable=import-outside-toplevel
     from cnx2rg_jax.bench import decode as decode_bench  # pylint: disable=import-outside-toplevel
     from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
+    from cnx2rg_jax.bench import train as bench_train  # pylint: disable=import-outside-toplevel
     from cnx2rg_jax.training import (  # pylint: disable=import-outside-toplevel
-        bench_train, optimizer, state as state_lib, steps)
+        optimizer, state as state_lib, steps)
     self.jax = jax
     c = self.config = our_config(vocab, length, dims)
     size, vocab_size = dims["image_size"], vocab + 1
