@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from cnx2rg_jax import config_checks, predict, sharding
+from cnx2rg_jax import config_checks, config_files, predict, sharding
 from cnx2rg_jax.bench import decode as decode_bench, input as input_bench, train as bench_train
 from cnx2rg_jax.card import build as card_build
 from cnx2rg_jax.data import dataset, keyword_table, vocabulary
@@ -28,6 +28,8 @@ USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.Release
                config_checks.WorkdirError, checkpoints.CheckpointError, loop.NonFiniteLossError,
                PermissionError, IsADirectoryError, NotADirectoryError,
                sharding.MeshConfigError, card_build.CardError, ood.OodError)
+# The config file whose variants --mode=bench_train times (bench.train_configs: demo, paper, ...).
+BENCH_TRAIN_CONFIG = str(config_files.REPO_ROOT / "configs" / "cnx2rg.py")
 RADGRAPH_MODES = ("train", "eval")
 CARD_MODES = ("eval", "predict")
 
@@ -148,7 +150,8 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str,
       return 0
     config_checks.check(config)
     if mode == "bench_train":
-      print(json.dumps(bench_train.bench_train(config)))
+      print(json.dumps(bench_train.bench_train(config,
+                                               config_files.getter(BENCH_TRAIN_CONFIG))))
       return 0
     if mode == "table1":
       prepared = dataset.prepare(config.data, dataset.num_views(config),

@@ -106,8 +106,10 @@ def setup(request, tmp_path_factory):
   harness.save_trainer_checkpoint(model, ckpt)
 
   from cnx2rg_jax.convert import r2gen as conv  # pylint: disable=import-outside-toplevel
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   workdir = str(tmp / "workdir")
-  record = conv.convert(ckpt, ann, dataset, 3, workdir, num_heads=4, rm_num_heads=2)
+  record = conv.convert(ckpt, ann, dataset, 3, workdir, config=r2gen_configs.get_config(dataset),
+                        num_heads=4, rm_num_heads=2)
   pixels = rng.integers(0, 256, (BATCH, 2, IMAGE, IMAGE), dtype=np.uint8)
   _write_images(tmp / "images", ann, rng)
   return dict(dataset=dataset, views=views, model=model, tok=r2gen_tok, args=args, ann=ann,
@@ -178,7 +180,9 @@ def _convert(setup):
   ann = conv.read_annotation(setup["ann"])
   tok, rows = conv.build_tokenizer([e["report"] for e in ann["train"]], setup["dataset"], 3)
   sd, _ = weights.read_checkpoint(setup["ckpt"])
-  config, _ = conv.r2gen_config(setup["dataset"], weights.infer_dims(sd, 4, 2), 3)
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
+  config, _ = conv.r2gen_config(r2gen_configs.get_config(setup["dataset"]),
+                                weights.infer_dims(sd, 4, 2), 3)
   config.decode.max_len = config.data.max_tokens = MAX_LEN
   mcfg = factory.model_config(config.model, vocab_size=tok.vocab_size, max_len=MAX_LEN)
   variables = weights.convert_state_dict(sd, mcfg, rows)

@@ -79,14 +79,15 @@ def iu(tmp_path_factory):
   tokenizer, rows = conv.build_tokenizer(REPORTS, "iu_xray", 1)
   sd = r2gen_state_dict(int(rows.max()) + 1, seed=1)
   workdir = tmp / "w"
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   orig = conv.read_checkpoint
   conv.read_checkpoint = lambda path, allow_pickle=False: (sd, {"epoch": 1, "monitor_best": 0.1})
   try:
     record = conv.convert("x.pth", str(root / "annotation.json"), "iu_xray", 1, str(workdir),
-                          num_heads=4, rm_num_heads=2, max_seq_length=MAX_LEN)
+                          config=r2gen_configs.get_config("iu_xray"), num_heads=4,
+                          rm_num_heads=2, max_seq_length=MAX_LEN)
   finally:
     conv.read_checkpoint = orig
-  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   config = r2gen_configs.get_config("iu_xray")
   harness.apply_overrides(config, record["config_overrides"])
   config.data.data_dir = str(tmp / "tfds")
