@@ -3,6 +3,9 @@
     python -m cnx2rg_jax.ablation --root=DIR [--names=r2gen,all] [--seeds=0,1,2] [--aggregate_only]
     python -m cnx2rg_jax.ablation --compare=r2gen,cmn,cnx2rg [--seeds=0,1,2] [--root=DIR]
 
+(both take --config=FILE, default configs/cnx2rg.py: the runs' config file, whose ABLATIONS
+name the ablation's configurations and whose variants the comparison measures)
+
 The second form is the paper's model comparison (cnx2rg_jax/comparison.py): R2Gen, R2GenCMN and
 CN-X2RG on the same data and seeds, plus each model's parameters, train speed and memory.
 
@@ -28,15 +31,20 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from cnx2rg_jax import comparison
-from configs.cnx2rg import ABLATIONS
+from cnx2rg_jax import comparison, config_files
 
-# Configurations: R2Gen alone, R2Gen plus one addition, and everything (configs/cnx2rg.py).
-NAMES = ABLATIONS
+# The configurations (R2Gen alone, R2Gen plus one addition, and everything) are the config file's
+# ABLATIONS (configs/cnx2rg.py), each run as its variant ablation=NAME.
 METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
            "clinical_precision", "clinical_recall", "clinical_f1", "keyword_head_macro_auroc")
 COMPARED = ("bleu_4", "cider", "clinical_f1")  # the differences the table states
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG_FILE = str(ROOT / "configs" / "cnx2rg.py")  # the runs' config file (--config's default)
+
+
+def ablation_variants(names: Sequence[str]) -> dict[str, str]:
+  """name -> its variant of the config file, ablation=NAME (`names`: the file's ABLATIONS)."""
+  return {n: f"ablation={n}" for n in names}
 
 
 def run_dir(root: pathlib.Path, name: str, seed: int) -> pathlib.Path:
@@ -44,11 +52,11 @@ def run_dir(root: pathlib.Path, name: str, seed: int) -> pathlib.Path:
 
 
 def command(name: str, seed: int, workdir: pathlib.Path, overrides: Sequence[str] = (),
-            variant: Optional[str] = None) -> list[str]:
-  """The launch.py command line of one run of configs/cnx2rg.py:`variant` (default
+            variant: Optional[str] = None, config_file: str = CONFIG_FILE) -> list[str]:
+  """The launch.py command line of one run of `config_file`:`variant` (default
   ablation=`name`)."""
   return [sys.executable, str(ROOT / "launch.py"),
-          f"--config={ROOT / 'configs' / 'cnx2rg.py'}:{variant or 'ablation=' + name}",
+          f"--config={config_file}:{variant or 'ablation=' + name}",
           f"--config.seed={seed}", f"--workdir={workdir}", *overrides]
 
 
@@ -59,11 +67,10 @@ def _runner(cmd: list[str], log: pathlib.Path) -> int:
 
 def run_all(root: pathlib.Path, names: Sequence[str], seeds: Sequence[int],
             overrides: Sequence[str] = (), runner: Callable[[list[str], pathlib.Path], int] = _runner,
-            log: Callable[[str], None] = print, variants: Optional[Mapping[str, str]] = None
-            ) -> list[tuple[str, int]]:
+            log: Callable[[str], None] = print, *, variants: Mapping[str, str],
+            config_file: str = CONFIG_FILE) -> list[tuple[str, int]]:
   """Runs every (name, seed) whose test metrics are missing; returns the ones that failed.
-  `variants`: name -> configs/cnx2rg.py variant (default: the ablation's, ablation=NAME)."""
-  variants = variants or {n: f"ablation={n}" for n in NAMES}
+  `variants`: name -> variant of `config_file` (the ablation's: `ablation_variants`)."""
   failed = []
   for name in names:
     if name not in variants:
@@ -75,7 +82,7 @@ def run_all(root: pathlib.Path, names: Sequence[str], seeds: Sequence[int],
         continue
       wd.mkdir(parents=True, exist_ok=True)
       log(f"{name} seed {seed}: running, log in {wd / 'log.txt'}")
-      rc = runner(command(name, seed, wd, overrides, variants[name]), wd / "log.txt")
+      rc = runner(command(name, seed, wd, overrides, variants[name], config_file), wd / "log.txt")
       if rc != 0 or not (wd / "eval" / "test_metrics.json").exists():
         log(f"{name} seed {seed}: FAILED (exit {rc}); see {wd / 'log.txt'}")
         failed.append((name, seed))
@@ -108,7 +115,7 @@ def _head_trained(run: pathlib.Path) -> bool:
   return float(json.loads(f.read_text(encoding="utf-8"))["train"]["keyword_weight"]) > 0
 
 
-def aggregate(root: pathlib.Path, names: Sequence[str] = NAMES) -> dict:
+def aggregate(root: pathlib.Path, names: Sequence[str]) -> dict:
   """Mean and spread per configuration over the seeds found under `root`."""
   out: dict = {"configs": {}, "vs_r2gen": {}}
   for name in names:
@@ -190,14 +197,16 @@ def write(root: pathlib.Path, result: dict) -> None:
 def compare(root: pathlib.Path, names: Sequence[str], seeds: Sequence[int],
             overrides: Sequence[str], aggregate_only: bool, results: Optional[pathlib.Path],
             runner: Callable[[list[str], pathlib.Path], int] = _runner,
-            measure_fn: Callable[..., dict] = comparison.measure) -> int:
-  """The model comparison (cnx2rg_jax/comparison.py): runs, costs, tables in `root` and in
-  `results` (e.g. the repository's results/)."""
+            measure_fn: Optional[Callable[..., dict]] = None, *, get_config: Callable,
+            config_file: str = CONFIG_FILE) -> int:
+  """The model comparison (cnx2rg_jax/comparison.py): runs of `config_file`'s variants, costs,
+  tables in `root` and in `results` (e.g. the repository's results/). `get_config` (variant ->
+  config of the same file) and `measure_fn` as `comparison.measure_all` takes them."""
   failed = [] if aggregate_only else run_all(root, names, seeds, overrides, runner=runner,
-                                             variants=comparison.MODELS)
+                                             variants=comparison.MODELS, config_file=config_file)
   root.mkdir(parents=True, exist_ok=True)
   if not aggregate_only:
-    comparison.measure_all(root, names, overrides, measure_fn)
+    comparison.measure_all(root, names, overrides, measure_fn, get_config=get_config)
   result = comparison.aggregate(root, names)
   for folder in (root, results):
     if folder is not None:
@@ -217,7 +226,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f"{', '.join(comparison.MODELS)} (instead of the ablation)")
   p.add_argument("--results", default=str(ROOT / "results"),
                  help="--compare: also write comparison.{json,md} here ('' = only --root)")
-  p.add_argument("--names", default=",".join(NAMES), help="comma-separated configurations")
+  p.add_argument("--names", default=None, help="comma-separated configurations (default: all "
+                 "of the config file's ABLATIONS)")
+  p.add_argument("--config", default="configs/cnx2rg.py",
+                 help="the runs' config file: its ablation=NAME variants, or --compare's models")
   p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
   p.add_argument("--aggregate_only", action="store_true", help="tabulate the finished runs only")
   p.add_argument("overrides", nargs="*", help="extra launch.py flags, e.g. --config.KEY=VALUE")
@@ -227,6 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except ValueError:
     print(f"error: --seeds={args.seeds} must be comma-separated integers", file=sys.stderr)
     return 2
+  config_file = str(pathlib.Path(config_files.resolve(args.config)).absolute())
   if args.compare:
     names = [n for n in args.compare.split(",") if n]
     unknown = [n for n in names if n not in comparison.MODELS]
@@ -235,18 +248,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"{', '.join(comparison.MODELS)}", file=sys.stderr)
       return 2
     return compare(pathlib.Path(args.root or "runs/compare"), names, seeds, args.overrides,
-                   args.aggregate_only, pathlib.Path(args.results) if args.results else None)
+                   args.aggregate_only, pathlib.Path(args.results) if args.results else None,
+                   get_config=config_files.getter(config_file), config_file=config_file)
   if not args.root:
     print("error: the ablation needs --root=DIR (its runs and tables)", file=sys.stderr)
     return 2
   root = pathlib.Path(args.root)
-  names = [n for n in args.names.split(",") if n]
-  unknown = [n for n in names if n not in NAMES]
-  if unknown:
-    print(f"error: unknown ablation configuration(s) {unknown}; use {', '.join(NAMES)}",
+  try:
+    ablations = tuple(config_files.module(config_file).ABLATIONS)
+  except (OSError, AttributeError) as e:
+    print(f"error: --config={args.config} names no config file with ABLATIONS ({e})",
           file=sys.stderr)
     return 2
-  failed = [] if args.aggregate_only else run_all(root, names, seeds, args.overrides)
+  names = [n for n in args.names.split(",") if n] if args.names is not None else list(ablations)
+  unknown = [n for n in names if n not in ablations]
+  if unknown:
+    print(f"error: unknown ablation configuration(s) {unknown}; use {', '.join(ablations)}",
+          file=sys.stderr)
+    return 2
+  failed = [] if args.aggregate_only else run_all(
+      root, names, seeds, args.overrides, variants=ablation_variants(ablations),
+      config_file=config_file)
   root.mkdir(parents=True, exist_ok=True)
   result = aggregate(root, names)
   write(root, result)

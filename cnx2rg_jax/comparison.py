@@ -12,7 +12,7 @@ betas/eps) and `ablation=all` (CN-X2RG: R2Gen with all of the paper's additions)
 
 After the runs, each model's cost is measured here, once (DIR/MODEL/efficiency.json; delete it to
 measure again), on this machine: its parameter count; train examples/s of its jitted train step
-(training.bench_train.time_config, random batches of its shapes, after warm-up); its train state
+(bench.train.time_config, random batches of its shapes, after warm-up); its train state
 (parameters + optimizer state) from training.memory_plan; the compiled train step's memory by
 XLA's buffer assignment (arguments + outputs + temporaries - aliased: what one step holds at its
 peak, activations included), and the backend's peak where it reports one (GPU/TPU). DIR/
@@ -23,6 +23,7 @@ deviation over seeds) and the costs.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import pathlib
 from typing import Callable, Optional, Sequence
@@ -39,10 +40,10 @@ EFFICIENCY_FILE = "efficiency.json"
 MIB = 2 ** 20
 
 
-def config_of(name: str, overrides: Sequence[str] = ()):
-  """configs/cnx2rg.py:MODELS[name] with `--config.KEY=VALUE` overrides applied."""
-  from configs import cnx2rg  # pylint: disable=import-outside-toplevel
-  config = cnx2rg.get_config(MODELS[name])
+def config_of(name: str, overrides: Sequence[str] = (), *, get_config: Callable):
+  """configs/cnx2rg.py:MODELS[name] (`get_config`: that file's, variant -> config) with
+  `--config.KEY=VALUE` overrides applied."""
+  config = get_config(MODELS[name])
   for item in overrides:
     if not item.startswith("--config.") or "=" not in item:
       raise ValueError(f"override {item!r} is not --config.KEY=VALUE")
@@ -91,11 +92,12 @@ def step_memory_mib(config, vocab_size: int) -> tuple[float, float]:
 
 
 def measure(name: str, vocab_size: int, overrides: Sequence[str] = (),
-            steps: int = 3, warmup: int = 1) -> dict:
-  """One model's costs on this machine (see the module docstring)."""
+            steps: int = 3, warmup: int = 1, *, get_config: Callable) -> dict:
+  """One model's costs on this machine (see the module docstring); `get_config` as `config_of`
+  takes it."""
   import jax  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import bench_train  # pylint: disable=import-outside-toplevel
-  config = config_of(name, overrides)
+  from cnx2rg_jax.bench import train as bench_train  # pylint: disable=import-outside-toplevel
+  config = config_of(name, overrides, get_config=get_config)
   timed = bench_train.time_config(config, vocab_size, steps, warmup)
   state_mib, step_mib = step_memory_mib(config, vocab_size)
   return {"variant": MODELS[name], "device": jax.devices()[0].device_kind,
@@ -116,10 +118,13 @@ def _vocab_size(root: pathlib.Path, names: Sequence[str], default: int) -> int:
 
 
 def measure_all(root: pathlib.Path, names: Sequence[str], overrides: Sequence[str] = (),
-                measure_fn: Callable[..., dict] = measure,
-                log: Callable[[str], None] = print) -> None:
-  """DIR/MODEL/efficiency.json for every model that has none yet."""
-  vocab = _vocab_size(root, names, config_of(names[0], overrides).bench.train_vocab_size)
+                measure_fn: Optional[Callable[..., dict]] = None,
+                log: Callable[[str], None] = print, *, get_config: Callable) -> None:
+  """DIR/MODEL/efficiency.json for every model that has none yet, by `measure_fn(name, vocab,
+  overrides)` (default `measure` with `get_config`, as `config_of` takes it)."""
+  measure_fn = measure_fn or functools.partial(measure, get_config=get_config)
+  default_vocab = config_of(names[0], overrides, get_config=get_config).bench.train_vocab_size
+  vocab = _vocab_size(root, names, default_vocab)
   for name in names:
     path = root / name / EFFICIENCY_FILE
     if path.exists():

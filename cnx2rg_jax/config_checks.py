@@ -15,11 +15,13 @@ from typing import Any, Callable, Iterable
 import jax
 
 from cnx2rg_jax import sharding
+from cnx2rg_jax.errors import ConfigError, WorkdirError
 from cnx2rg_jax.evaluation import clinical
+from cnx2rg_jax.inference import evaluate, generate
 from cnx2rg_jax.models import config as model_config
 from cnx2rg_jax.models import prompt_encoder
 from cnx2rg_jax.text import pkuseg_segmenter, word_vocab
-from cnx2rg_jax.training import evaluate, generate, optimizer
+from cnx2rg_jax.training import optimizer
 from tfds_cncxr import annotate
 
 # Keys that must equal the workdir's config.json to resume or evaluate the run there.
@@ -35,14 +37,6 @@ ADDED_RUN_KEYS = {"model.prompt_encoder": "", "model.prompt_encoder_image_size":
                   "model.architecture": "r2gen", "model.cmm_size": 2048, "model.cmm_dim": 512,
                   "model.cmn_topk": 32,
                   "text.segmenter": "jieba"}
-
-
-class ConfigError(ValueError):
-  """A config value cannot work; the message names the key and the fix."""
-
-
-class WorkdirError(ValueError):
-  """The workdir holds a run that this config cannot continue or evaluate."""
 
 
 def _get(config, key: str):

@@ -15,3 +15,12 @@ class UserError(ValueError):
 class CheckpointError(UserError):
   """A checkpoint or saved model folder that cannot be used: missing, damaged, incomplete, or not
   fitting the config (training's checkpoints and a trained CN-RadGraph alike)."""
+
+
+class ConfigError(UserError):
+  """A config value cannot work; the message names the key and the fix (raised by the checks
+  before a run in config_checks.py and wherever else a value is found unusable)."""
+
+
+class WorkdirError(UserError):
+  """A workdir that does not fit the run asked of it; the message says what to do."""

@@ -38,7 +38,8 @@ generated word, goes to OUT/index.html (default DIR/predict_card/); see `cnx2rg_
 
 Multi-host: every process reads and prepares every file (cheap next to beam search), so that
 all agree on which files failed and on the number of global steps; each one feeds only its own
-slots of every global batch, all get every row back, and process 0 alone logs and writes.
+slots of every global batch (`ReportGenerator.slot_batches`), all get every row back, and process
+0 alone logs and writes.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from cnx2rg_jax.data import dataset, image_files, study_files, transforms
 from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.inference import ood, run_facts
 from cnx2rg_jax.text import keywords as kw
-from cnx2rg_jax.training import generate, trained
+from cnx2rg_jax.inference import generate, trained
 
 
 def print_to_stderr(message: str) -> None:
@@ -164,7 +165,6 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
       log(notice)
   out = _open_output(output) if me == 0 else None
   writer = _OrderedWriter(len(jobs), out)
-  feed: list[tuple[int, np.ndarray]] = []  # this process's (job index, image) of the batch
   good = failed = flagged = 0  # the same on every process: all of them read every file
   blank: dict[int, bool] = {}  # job index -> a view is blank; every process knows every job
   # For the card: the first card.num_cases (0: all) good images with their reports and ids, on
@@ -176,23 +176,10 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
     build.check_card_config(config.card)  # before the long part
     card_cap = config.card.num_cases
 
-  def run_batch() -> None:
-    nonlocal flagged
-    batch = np.stack([x for _, x in feed]) if feed else np.zeros(
-        run.model.config.image_shape(0, config.data.crop_size), np.float32)
-    index = np.asarray([i for i, _ in feed], np.int64)
-    rows, ids, probs, features = gen.run_batch(run.variables, batch, index)
-    texts = generate.decode_texts(run.tokenizer, ids)
-    fields_of = facts.line_fields(features, [blank.pop(i, False) for i in rows.tolist()])
-    for i, text, p, row_ids, fields in zip(rows.tolist(), texts, probs, ids, fields_of):
-      flagged += bool(fields["out_of_distribution"])
-      writer.put(i, report_line(jobs[i].name, text, p if with_probs else None, jobs[i].paths,
-                                fields))
-      if i in card_rows:
-        card_rows[i] += [text, row_ids, fields]
-    feed.clear()
-
-  try:
+  def good_rows():
+    """(job index, image) of each readable study, in order; a failure gets its line (and is
+    counted) as it is read."""
+    nonlocal good, failed
     for i, (path, image, error) in enumerate(_prepared(jobs, config.data, blank)):
       if error is not None:
         failed += 1
@@ -202,13 +189,22 @@ def run_predict(config, workdir: str, images: Sequence[str], output: str = "",
         continue
       if card_dir and (card_cap == 0 or len(card_rows) < card_cap):
         card_rows[i] = [image]
-      if (good % gen.batch_size) // gen.local_batch == me:  # this process's slot
-        feed.append((i, image))
       good += 1
-      if good % gen.batch_size == 0:
-        run_batch()
-    if good % gen.batch_size:
-      run_batch()
+      yield i, image
+
+  empty = run.model.config.image_shape(0, config.data.crop_size)
+  try:
+    # each process feeds its own slots of every global batch; all of them get every row back
+    for rows, ids, probs, features in gen.stream(run.variables,
+                                                 gen.slot_batches(good_rows(), empty)):
+      texts = generate.decode_texts(run.tokenizer, ids)
+      fields_of = facts.line_fields(features, [blank.pop(i, False) for i in rows.tolist()])
+      for i, text, p, row_ids, fields in zip(rows.tolist(), texts, probs, ids, fields_of):
+        flagged += bool(fields["out_of_distribution"])
+        writer.put(i, report_line(jobs[i].name, text, p if with_probs else None, jobs[i].paths,
+                                  fields))
+        if i in card_rows:
+          card_rows[i] += [text, row_ids, fields]
   finally:
     if out is not None and out is not sys.stdout:
       out.close()

@@ -6,28 +6,26 @@ import json
 import logging
 import sys
 
-from cnx2rg_jax import config_checks, predict, sharding
-from cnx2rg_jax.bench import decode as decode_bench
+from cnx2rg_jax import config_checks, config_files, errors, predict
+from cnx2rg_jax.bench import decode as decode_bench, input as input_bench, train as bench_train
 from cnx2rg_jax.card import build as card_build
-from cnx2rg_jax.data import bench as data_bench, dataset, keyword_table, vocabulary
+from cnx2rg_jax.data import dataset, keyword_table, vocabulary
 from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.inference import ood, run_facts
-from cnx2rg_jax.radgraph import annotations, annotator as radgraph_annotator
+from cnx2rg_jax.inference import evaluate, run_facts, trained
+from cnx2rg_jax.radgraph import annotator as radgraph_annotator
 from cnx2rg_jax.radgraph import extractor as radgraph_extractor
 from cnx2rg_jax.radgraph import train as radgraph_train
-from cnx2rg_jax.training import bench_train, checkpoints, evaluate, loop, trained
-from tfds_cncxr import release
+from cnx2rg_jax.training import loop
 
 MODES = ("train", "eval", "predict", "bench_input", "bench_decode", "bench_train", "table1",
          "ood_reference")
 
-# Errors that mean "the input is wrong", shown as one paragraph instead of a traceback.
-USER_ERRORS = (dataset.DataConfigError, release.BadExampleError, release.ReleaseFormatError,
-               FileNotFoundError, annotations.AnnotationError, radgraph_train.RadGraphRunError,
-               radgraph_extractor.CheckpointError, config_checks.ConfigError,
-               config_checks.WorkdirError, checkpoints.CheckpointError, loop.NonFiniteLossError,
-               PermissionError, IsADirectoryError, NotADirectoryError,
-               sharding.MeshConfigError, card_build.CardError, ood.OodError)
+# Errors that mean "the input is wrong", shown as one paragraph instead of a traceback: every
+# user error of the project (errors.UserError), and the operating system's refusals to open a file.
+USER_ERRORS = (errors.UserError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError)
+# The config file whose variants --mode=bench_train times (bench.train_configs: demo, paper, ...).
+BENCH_TRAIN_CONFIG = str(config_files.REPO_ROOT / "configs" / "cnx2rg.py")
 RADGRAPH_MODES = ("train", "eval")
 CARD_MODES = ("eval", "predict")
 
@@ -113,7 +111,7 @@ def train_then_test(config, workdir: str, config_name: str = "") -> int:
   config_checks.check_workdir(config, workdir)
   config_checks.write_config(config, workdir)
   print(prepare_data(config, workdir), flush=True)
-  loop.train(config, workdir)
+  loop.train(config, workdir, make_validator=evaluate.make_validator)
   run = trained.load(config, workdir)
   # provenance.json and the OOD reference belong to the checkpoint that eval and predict use
   run_facts.record_run(config, workdir, run)
@@ -141,14 +139,15 @@ def main(config, *, workdir: str, mode: str, split: str, images, output: str,
     if config.get("task") == "cn_radgraph":
       return run_cn_radgraph(config, workdir, mode, split)
     if mode == "bench_input":
-      print(json.dumps(data_bench.bench_input(config)))
+      print(json.dumps(input_bench.bench_input(config)))
       return 0
     if mode == "bench_decode":
       print(json.dumps(decode_bench.bench_decode(config)))
       return 0
     config_checks.check(config)
     if mode == "bench_train":
-      print(json.dumps(bench_train.bench_train(config)))
+      print(json.dumps(bench_train.bench_train(config,
+                                               config_files.getter(BENCH_TRAIN_CONFIG))))
       return 0
     if mode == "table1":
       prepared = dataset.prepare(config.data, dataset.num_views(config),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax import ablation
+from configs import cnx2rg
 
 
 def _fake_run(root: pathlib.Path, name: str, seed: int, metrics: dict, auroc: dict | None = None):
@@ -29,7 +30,7 @@ def test_aggregate_means_spreads_and_verdicts(tmp_path):
     for seed, row in enumerate(values):
       _fake_run(tmp_path, name, seed, dict(zip(ablation.METRICS, row.tolist())),
                 {"effusion": {"auroc": 0.5 + 0.1 * seed}, "rib": {"auroc": None}})
-  result = ablation.aggregate(tmp_path)
+  result = ablation.aggregate(tmp_path, cnx2rg.ABLATIONS)
   for name, values in table.items():
     entry = result["configs"][name]
     assert entry["seeds"] == [0, 1, 2]
@@ -57,7 +58,7 @@ def test_an_untrained_keyword_head_reports_no_auroc(tmp_path):
             {"effusion": {"auroc": 0.9}})
   (ablation.run_dir(tmp_path, "keyword_loss", 0) / "config.json").write_text(
       json.dumps({"train": {"keyword_weight": 1.0}}))
-  result = ablation.aggregate(tmp_path)
+  result = ablation.aggregate(tmp_path, cnx2rg.ABLATIONS)
   r2gen, kw_loss = result["configs"]["r2gen"], result["configs"]["keyword_loss"]
   assert r2gen["mean"]["keyword_head_macro_auroc"] is None and r2gen["keyword_auroc_mean"] == {}
   assert kw_loss["mean"]["keyword_head_macro_auroc"] == pytest.approx(0.9)
@@ -77,14 +78,16 @@ def test_run_all_skips_finished_runs_and_reports_failures(tmp_path):
     return 0
 
   failed = ablation.run_all(tmp_path, ["r2gen", "all"], [0, 1], ["--config.train.num_steps=5"],
-                            runner=runner, log=lambda _: None)
+                            runner=runner, log=lambda _: None,
+                            variants=ablation.ablation_variants(cnx2rg.ABLATIONS))
   assert failed == [("all", 0), ("all", 1)]
   assert len(calls) == 3  # r2gen seed 0 was done before
   first = calls[0]
   assert first[-1] == "--config.train.num_steps=5" and "--config.seed=1" in first
   assert first[2].endswith("configs/cnx2rg.py:ablation=r2gen")
   with pytest.raises(ValueError, match="unknown ablation 'bogus'"):
-    ablation.run_all(tmp_path, ["bogus"], [0], runner=runner, log=lambda _: None)
+    ablation.run_all(tmp_path, ["bogus"], [0], runner=runner, log=lambda _: None,
+                     variants=ablation.ablation_variants(cnx2rg.ABLATIONS))
 
 
 def test_cli_rejects_unknown_names(tmp_path, capsys):

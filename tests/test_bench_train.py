@@ -5,7 +5,8 @@ import json
 import pytest
 
 from cnx2rg_jax import run
-from cnx2rg_jax.training import bench_train
+from cnx2rg_jax.bench import train as bench_train
+from configs import cnx2rg
 from tests.conftest import tiny_model_config
 
 
@@ -15,7 +16,8 @@ def test_bench_train_prints_one_json_line(tiny_synthetic, monkeypatch, capsys):
   config.bench.train_steps, config.bench.train_warmup, config.bench.train_vocab_size = 2, 0, 64
   seen = []
 
-  def tiny_dims(name, base_config):  # the shipped dims compile for a minute; the code path is one
+  # the shipped dims compile for a minute; the code path is one
+  def tiny_dims(name, base_config, get_config):
     seen.append(name)
     return tiny_model_config(base.data.data_dir)
 
@@ -45,12 +47,12 @@ def test_bench_train_prints_one_json_line(tiny_synthetic, monkeypatch, capsys):
 
 
 def test_the_benchmarked_dims_are_the_shipped_configs():
-  from configs import cnx2rg  # pylint: disable=import-outside-toplevel
   base = cnx2rg.get_config()
   for name in ("demo", "paper"):
-    dims = bench_train._dims(name, base)  # pylint: disable=protected-access
+    dims = bench_train._dims(name, base, cnx2rg.get_config)  # pylint: disable=protected-access
     assert dims.model.to_dict() == cnx2rg.get_config("" if name == "demo" else name).model.to_dict()
-  assert bench_train._dims("paper", base).model.resnet_depth == 101  # pylint: disable=protected-access
+  paper = bench_train._dims("paper", base, cnx2rg.get_config)  # pylint: disable=protected-access
+  assert paper.model.resnet_depth == 101
 
 
 def test_unknown_bench_config_is_refused(tiny_synthetic):
@@ -58,7 +60,7 @@ def test_unknown_bench_config_is_refused(tiny_synthetic):
   config = tiny_model_config(base.data.data_dir)
   config.bench.train_configs = ("huge",)
   with pytest.raises(ValueError, match="huge"):
-    bench_train.bench_train(config)
+    bench_train.bench_train(config, cnx2rg.get_config)
 
 
 def test_mfu_uses_the_chips_peak_for_the_dtype():

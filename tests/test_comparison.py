@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cnx2rg_jax import ablation, comparison
+from configs import cnx2rg
 
 TINY = ["--config.model.resnet_depth=18", "--config.model.resnet_width=8",
         "--config.model.d_model=16", "--config.model.d_ff=16", "--config.model.cmm_dim=16",
@@ -40,7 +41,8 @@ def test_table_means_and_spreads(tmp_path):
                "backend_peak_memory_mib": None} for i, n in enumerate(comparison.MODELS)}
   rc = ablation.compare(tmp_path / "runs", list(comparison.MODELS), [0, 1, 2], [], False,
                         tmp_path / "results", runner=_fake_runner(tmp_path, table, calls),
-                        measure_fn=lambda name, vocab, overrides: costs[name])
+                        measure_fn=lambda name, vocab, overrides: costs[name],
+                        get_config=cnx2rg.get_config)
   assert rc == 0 and len(calls) == 9
   assert any(c[2].endswith("configs/cnx2rg.py:cmn_demo") for c in calls)
   assert any(c[2].endswith("configs/cnx2rg.py:ablation=all") for c in calls)
@@ -59,7 +61,8 @@ def test_table_means_and_spreads(tmp_path):
   # a second call runs and measures nothing again (resumable)
   assert ablation.compare(tmp_path / "runs", ["cmn"], [0], [], False, None,
                           runner=lambda c, l: pytest.fail("ran again"),
-                          measure_fn=lambda *a: pytest.fail("measured again")) == 0
+                          measure_fn=lambda *a: pytest.fail("measured again"),
+                          get_config=cnx2rg.get_config) == 0
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -67,15 +70,15 @@ def test_cli_errors(tmp_path, capsys):
   assert "bogus" in capsys.readouterr().err
   assert ablation.main(["--names=r2gen"]) == 2  # the ablation still needs --root
   with pytest.raises(ValueError, match="not --config.KEY=VALUE"):
-    comparison.config_of("cmn", ["--model.d_model=3"])
+    comparison.config_of("cmn", ["--model.d_model=3"], get_config=cnx2rg.get_config)
 
 
 def test_costs_are_measured_on_the_real_train_step(tmp_path):
   """R2GenCMN at tiny dims: the parameter count is the model's, the state holds the parameters
   and Adam's three moments, the compiled step more than its state (activations)."""
   from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
-  small = comparison.measure("cmn", 30, TINY, steps=1, warmup=0)
-  config = comparison.config_of("cmn", TINY)
+  small = comparison.measure("cmn", 30, TINY, steps=1, warmup=0, get_config=cnx2rg.get_config)
+  config = comparison.config_of("cmn", TINY, get_config=cnx2rg.get_config)
   assert config.model.architecture == "cmn" and config.model.d_model == 16
   model = factory.build_model(config, 30)
   want = sum(x.size for x in __import__("jax").tree.leaves(

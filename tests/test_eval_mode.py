@@ -11,7 +11,7 @@ import pytest
 from cnx2rg_jax import run
 from cnx2rg_jax.data import dataset
 from cnx2rg_jax.evaluation import keyword_auroc, reports_io, score
-from cnx2rg_jax.training import evaluate, trained
+from cnx2rg_jax.inference import evaluate, trained
 from tests.conftest import tiny_model_config
 
 DESIGN_KEYS = {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
@@ -121,7 +121,7 @@ def test_eval_mode_with_mbr_writes_the_generators_choice(trained_run, tmp_path, 
   written reports are what an MBR generator built from the same config picks (its choice is
   checked against brute force in tests/test_mbr.py)."""
   import shutil  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import generate  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import generate  # pylint: disable=import-outside-toplevel
   config, workdir = trained_run
   config = config.copy_and_resolve_references()
   config.decode.method, config.decode.mbr_samples, config.decode.mbr_keyword_weight = "mbr", 3, 1.0

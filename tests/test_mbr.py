@@ -182,7 +182,7 @@ def small_generator():
   texts = [NORMAL, SHADOWS[0], SHADOWS[1], EFFUSION]
   tok = TokenText(texts)
   mesh = sharding.mesh_from_config(config.mesh)
-  from cnx2rg_jax.training import generate  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import generate  # pylint: disable=import-outside-toplevel
   return config, model, variables, tok, generate.ReportGenerator.from_config(model, mesh, config,
                                                                               tok)
 
@@ -212,7 +212,7 @@ def test_generator_mbr_equals_a_direct_rederivation(small_generator):
   `image_keys`, then the brute-force MBR pick; a row's report does not depend on the batch it is
   in or its position, and the same pixels give the same report."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import generate  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import generate  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.models import search  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax.models.cnx2rg import CNX2RG  # pylint: disable=import-outside-toplevel
   config, model, variables, tok, gen = small_generator
@@ -276,7 +276,7 @@ def test_mbr_config_errors():
 
 def test_describe_names_the_method():
   from configs import cnx2rg  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import generate  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import generate  # pylint: disable=import-outside-toplevel
   config = cnx2rg.get_config("paper")
   assert generate.describe(config.decode) == "beam 3"
   config.decode.method, config.decode.mbr_samples = "mbr", 16

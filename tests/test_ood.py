@@ -25,8 +25,8 @@ from PIL import Image
 from cnx2rg_jax import config_checks, predict, run as run_lib
 from cnx2rg_jax.data import dataset
 from cnx2rg_jax.evaluation import reports_io
-from cnx2rg_jax.inference import ood, provenance, run_facts
-from cnx2rg_jax.training import loop, trained
+from cnx2rg_jax.inference import ood, provenance, run_facts, trained
+from cnx2rg_jax.training import loop
 from tests.conftest import tiny_model_config
 from tests.helpers.dicom_files import write_dicom
 from tfds_cncxr.synthetic import generate as synthetic

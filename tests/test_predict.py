@@ -17,7 +17,8 @@ from PIL import Image
 from cnx2rg_jax import predict
 from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
-from cnx2rg_jax.training import generate, loop, trained
+from cnx2rg_jax.inference import generate, trained
+from cnx2rg_jax.training import loop
 from tests.conftest import tiny_model_config
 from tests.helpers.dicom_files import write_dicom
 

@@ -15,6 +15,7 @@ from cnx2rg_jax.convert import r2gen_cmn as conv
 from cnx2rg_jax.convert import r2gen_cmn_weights as weights
 from cnx2rg_jax.convert.r2gen_weights import ConversionError
 from cnx2rg_jax.text import tokenizer as tok
+from configs import r2gen as r2gen_configs, r2gen_cmn as cmn_configs
 from tests.helpers import r2gen_harness as harness
 from tests.helpers.r2gen_cmn_state import CMM_SIZE, D, D_FF, ED, r2gen_cmn_state_dict
 from tests.helpers.r2gen_state import r2gen_state_dict
@@ -29,7 +30,8 @@ def vocab():
 
 
 def _model_config(tokenizer, sd):
-  config, _ = conv.cmn_config("mimic_cxr", weights.infer_dims(sd, num_heads=4, topk=5), 2)
+  config, _ = conv.cmn_config(cmn_configs.get_config("mimic_cxr"),
+                              weights.infer_dims(sd, num_heads=4, topk=5), 2)
   return harness.converted_model_config(config, tokenizer)
 
 
@@ -73,7 +75,8 @@ def test_refusals_say_which(vocab, tmp_path, monkeypatch):
                                        enumerate(REPORTS)]}))
   monkeypatch.setattr(r2gen_conv, "read_checkpoint", lambda p, allow_pickle=False: (sd, {}))
   with pytest.raises(ConversionError, match=r"R2GenCMN checkpoint.*convert\.r2gen_cmn"):
-    r2gen_conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(tmp_path / "r"))
+    r2gen_conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(tmp_path / "r"),
+                       config=r2gen_configs.get_config("mimic_cxr"))
   differ = {**sd, ED + "model.cmn.linears.2.weight": sd[ED + "cmn.linears.2.weight"] + 1}
   with pytest.raises(ConversionError, match=r"two copies.*cmn\.linears\.2\.weight"):
     weights.convert_state_dict(differ, mcfg, rows)
@@ -90,11 +93,13 @@ def test_refusals_say_which(vocab, tmp_path, monkeypatch):
   monkeypatch.setattr(conv, "read_checkpoint", lambda p, allow_pickle=False: (
       sd, {"epoch": 3, "monitor_best": 0.2}))
   with pytest.raises(ConversionError, match=r"threshold 1\).*tgt_embed\.0\.lut\.weight has"):
-    conv.convert("x.pth", str(ann), "mimic_cxr", 1, str(tmp_path / "w0"), num_heads=4, topk=5)
+    conv.convert("x.pth", str(ann), "mimic_cxr", 1, str(tmp_path / "w0"),
+                 config=cmn_configs.get_config("mimic_cxr"), num_heads=4, topk=5)
   smaller = {**sd, ED + "logit.bias": sd[ED + "logit.bias"][:-1]}
   monkeypatch.setattr(conv, "read_checkpoint", lambda p, allow_pickle=False: (smaller, {}))
   with pytest.raises(ConversionError, match=r"logit\.bias has"):
-    conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(tmp_path / "w1"), num_heads=4, topk=5)
+    conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(tmp_path / "w1"),
+                 config=cmn_configs.get_config("mimic_cxr"), num_heads=4, topk=5)
   assert conv.main(["--checkpoint=x.pth", f"--annotation={ann}", "--dataset=mimic_cxr",
                     "--threshold=1", f"--workdir={tmp_path / 'w2'}"]) == 2
 
@@ -110,14 +115,14 @@ def test_convert_writes_a_workdir_that_runs(vocab, tmp_path, monkeypatch):
   monkeypatch.setattr(conv, "read_checkpoint", lambda p, allow_pickle=False: (
       sd, {"epoch": 3, "monitor_best": 0.2}))
   workdir = tmp_path / "w"
-  record = conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(workdir), num_heads=4, topk=5,
+  record = conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(workdir),
+                        config=cmn_configs.get_config("mimic_cxr"), num_heads=4, topk=5,
                         max_seq_length=12)
   assert record["architecture"] == "cmn" and record["config"] == "configs/r2gen_cmn.py:mimic_cxr"
   assert "--config.model.cmn_topk=5" in record["config_overrides"]
   assert json.loads((workdir / "config.json").read_text())["model"]["architecture"] == "cmn"
-  from configs import r2gen_cmn as cmn_configs  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax import config_checks  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   config = cmn_configs.get_config("mimic_cxr")
   harness.apply_overrides(config, record["config_overrides"])
   config_checks.check_workdir(config, str(workdir))  # what --mode=eval checks first

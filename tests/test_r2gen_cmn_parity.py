@@ -60,11 +60,11 @@ def setup(request, tmp_path_factory):
   ckpt = str(tmp / "model_best.pth")
   harness.save_trainer_checkpoint(model, ckpt)
   from cnx2rg_jax.convert import r2gen_cmn as conv  # pylint: disable=import-outside-toplevel
-  workdir = str(tmp / "workdir")
-  record = conv.convert(ckpt, ann, dataset, 3, workdir, num_heads=4, topk=8,
-                        max_seq_length=MAX_LEN)
   from configs import r2gen_cmn as cmn_configs  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp / "workdir")
+  record = conv.convert(ckpt, ann, dataset, 3, workdir, config=cmn_configs.get_config(dataset),
+                        num_heads=4, topk=8, max_seq_length=MAX_LEN)
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   from tests.helpers.r2gen_harness import apply_overrides  # pylint: disable=import-outside-toplevel
   config = cmn_configs.get_config(dataset)
   apply_overrides(config, record["config_overrides"])

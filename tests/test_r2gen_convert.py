@@ -14,6 +14,7 @@ from cnx2rg_jax.convert import r2gen as conv
 from cnx2rg_jax.convert import r2gen_weights as weights
 from cnx2rg_jax.text import english
 from cnx2rg_jax.text import tokenizer as tok
+from configs import r2gen as r2gen_configs
 from tests.helpers import r2gen_harness as harness
 from tests.helpers.r2gen_state import D, D_FF, D_VF, ED, SLOTS, r2gen_state_dict
 
@@ -31,7 +32,8 @@ def vocab():
 
 
 def _model_config(tokenizer, sd):
-  config, _ = conv.r2gen_config("mimic_cxr", weights.infer_dims(sd, num_heads=4, rm_num_heads=2), 2)
+  config, _ = conv.r2gen_config(r2gen_configs.get_config("mimic_cxr"),
+                                weights.infer_dims(sd, num_heads=4, rm_num_heads=2), 2)
   return harness.converted_model_config(config, tokenizer)
 
 
@@ -136,16 +138,18 @@ def test_convert_writes_a_workdir(vocab, tmp_path, monkeypatch):
   monkeypatch.setattr(conv, "read_checkpoint", lambda path, allow_pickle=False: (
       sd, {"epoch": 3, "monitor_best": 0.2}))
   with pytest.raises(conv.ConversionError, match=r"threshold 1\).*has \d+ tokens.*lut\.weight has"):
-    conv.convert("x.pth", str(ann), "iu_xray", 1, str(tmp_path / "w0"), num_heads=4,
-                 rm_num_heads=2)
+    conv.convert("x.pth", str(ann), "iu_xray", 1, str(tmp_path / "w0"),
+                 config=r2gen_configs.get_config("iu_xray"), num_heads=4, rm_num_heads=2)
   bad = json.loads(ann.read_text())
   bad["train"][2]["report"] = None
   (tmp_path / "bad.json").write_text(json.dumps(bad))
   with pytest.raises(conv.ConversionError, match=r"train entry 2 \(id 2\) has no str 'report'"):
-    conv.convert("x.pth", str(tmp_path / "bad.json"), "iu_xray", 2, str(tmp_path / "w1"))
+    conv.convert("x.pth", str(tmp_path / "bad.json"), "iu_xray", 2, str(tmp_path / "w1"),
+                 config=r2gen_configs.get_config("iu_xray"))
   workdir = tmp_path / "w"
   # mimic_cxr: one view, so the workdir opens as --mode=eval/predict open it
-  record = conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(workdir), num_heads=4,
+  record = conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(workdir),
+                        config=r2gen_configs.get_config("mimic_cxr"), num_heads=4,
                         rm_num_heads=2)
   assert record["r2gen_vocab_size"] == rows.max() and record["r2gen_epoch"] == 3
   assert "--config.model.d_model=16" in record["config_overrides"]
@@ -153,13 +157,12 @@ def test_convert_writes_a_workdir(vocab, tmp_path, monkeypatch):
   assert WordTokenizer.load(workdir / "tokenizer").tokens == \
       conv.build_tokenizer(REPORTS, "mimic_cxr", 2)[0].tokens
   assert json.loads((workdir / "config.json").read_text())["model"]["r2gen_beam_search"]
-  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   from cnx2rg_jax import config_checks  # pylint: disable=import-outside-toplevel
   config = r2gen_configs.get_config("mimic_cxr")
   harness.apply_overrides(config, record["config_overrides"])
   assert config.data.manual_dir == str(tmp_path)  # the annotation's folder by default
   config_checks.check_workdir(config, str(workdir))  # what --mode=eval checks first
-  # --mode=bench_decode with bench.workdir loads it as --mode=eval does (training.trained).
+  # --mode=bench_decode with bench.workdir loads it as --mode=eval does (inference.trained).
   from cnx2rg_jax.bench import decode as bench  # pylint: disable=import-outside-toplevel
   from configs import bench_decode  # pylint: disable=import-outside-toplevel
   model, variables, crop = bench._workdir_model(  # pylint: disable=protected-access
@@ -169,7 +172,8 @@ def test_convert_writes_a_workdir(vocab, tmp_path, monkeypatch):
       np.asarray(variables["params"]["transformer"]["rm"]["cell"]["w"]["kernel"]),
       sd[ED + "model.rm.W.weight"].T)
   with pytest.raises(conv.ConversionError, match="already holds checkpoints"):
-    conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(workdir), num_heads=4, rm_num_heads=2)
+    conv.convert("x.pth", str(ann), "mimic_cxr", 2, str(workdir),
+                 config=r2gen_configs.get_config("mimic_cxr"), num_heads=4, rm_num_heads=2)
 
 
 def test_read_checkpoint_needs_the_trainer_format(tmp_path):
@@ -189,14 +193,15 @@ def test_read_checkpoint_needs_the_trainer_format(tmp_path):
 def test_config_overrides(vocab):
   tokenizer, rows = vocab
   dims = weights.infer_dims(r2gen_state_dict(int(rows.max()) + 1), num_heads=4, rm_num_heads=2)
-  config, overrides = conv.r2gen_config("iu_xray", dims, 3, "/data/iu", max_seq_length=40)
+  iu = r2gen_configs.get_config("iu_xray")
+  config, overrides = conv.r2gen_config(iu, dims, 3, "/data/iu", max_seq_length=40)
   assert config.decode.max_len == config.data.max_tokens == 40
   assert config.model.num_views == 2 and config.data.english_style == "iu_xray"
   assert config.model.r2gen_layernorm and config.model.r2gen_rgb_stem
   assert overrides[:3] == ["--config.decode.max_len=40", "--config.data.max_tokens=40",
                            "--config.data.manual_dir=/data/iu"]
   assert "--config.text.min_count=3" not in overrides  # IU's threshold is the config's
-  _, overrides = conv.r2gen_config("iu_xray", dims, 3, "", max_seq_length=60)
+  _, overrides = conv.r2gen_config(iu, dims, 3, "", max_seq_length=60)
   assert not any("max_len" in o or "manual_dir" in o for o in overrides)
   with pytest.raises(conv.ConversionError, match="--max_seq_length must be >= 1"):
-    conv.r2gen_config("iu_xray", dims, 3, "", max_seq_length=0)
+    conv.r2gen_config(iu, dims, 3, "", max_seq_length=0)

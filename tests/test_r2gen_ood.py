@@ -15,8 +15,7 @@ from PIL import Image
 
 from cnx2rg_jax.convert import r2gen as conv
 from cnx2rg_jax.data import dataset
-from cnx2rg_jax.inference import ood, provenance, run_facts
-from cnx2rg_jax.training import trained
+from cnx2rg_jax.inference import ood, provenance, run_facts, trained
 from tests.helpers import r2gen_harness as harness
 from tests.helpers.r2gen_state import r2gen_state_dict
 

@@ -8,7 +8,7 @@ and checks on the same images:
 - teacher-forced logits and log-probabilities equal R2Gen's within 1e-4 (on R2Gen's rows);
 - beam search at beam 3 with R2Gen's settings (model.r2gen_beam_search) returns R2Gen's token
   sequences for every example whose finished scores have no near-tie in R2Gen's own search.
-- the converted workdir opens as --mode=eval/predict open it (training.trained.load), and
+- the converted workdir opens as --mode=eval/predict open it (inference.trained.load), and
   `--mode=eval` on the release folder (TFDS build, grain pipeline, two views for IU X-Ray)
   writes the reports R2Gen's own test loop writes: its dataset class reading the same image
   files, its eval transform, its model's beam search and its tokenizer's decode.
@@ -106,8 +106,10 @@ def setup(request, tmp_path_factory):
   harness.save_trainer_checkpoint(model, ckpt)
 
   from cnx2rg_jax.convert import r2gen as conv  # pylint: disable=import-outside-toplevel
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   workdir = str(tmp / "workdir")
-  record = conv.convert(ckpt, ann, dataset, 3, workdir, num_heads=4, rm_num_heads=2)
+  record = conv.convert(ckpt, ann, dataset, 3, workdir, config=r2gen_configs.get_config(dataset),
+                        num_heads=4, rm_num_heads=2)
   pixels = rng.integers(0, 256, (BATCH, 2, IMAGE, IMAGE), dtype=np.uint8)
   _write_images(tmp / "images", ann, rng)
   return dict(dataset=dataset, views=views, model=model, tok=r2gen_tok, args=args, ann=ann,
@@ -178,7 +180,9 @@ def _convert(setup):
   ann = conv.read_annotation(setup["ann"])
   tok, rows = conv.build_tokenizer([e["report"] for e in ann["train"]], setup["dataset"], 3)
   sd, _ = weights.read_checkpoint(setup["ckpt"])
-  config, _ = conv.r2gen_config(setup["dataset"], weights.infer_dims(sd, 4, 2), 3)
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
+  config, _ = conv.r2gen_config(r2gen_configs.get_config(setup["dataset"]),
+                                weights.infer_dims(sd, 4, 2), 3)
   config.decode.max_len = config.data.max_tokens = MAX_LEN
   mcfg = factory.model_config(config.model, vocab_size=tok.vocab_size, max_len=MAX_LEN)
   variables = weights.convert_state_dict(sd, mcfg, rows)
@@ -260,7 +264,7 @@ def test_workdir_opens_for_eval(setup):
   """--mode=eval/predict's loader opens the converted workdir (IU X-Ray's two views too), and its
   generator writes R2Gen's reports."""
   from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   import ml_collections  # pylint: disable=import-outside-toplevel
   config = r2gen_configs.get_config(setup["dataset"])
   harness.apply_overrides(config, setup["record"]["config_overrides"])

@@ -23,7 +23,7 @@ from cnx2rg_jax.card import attention
 from cnx2rg_jax.convert import r2gen as conv
 from cnx2rg_jax.data import dataset, pipeline, study_files
 from cnx2rg_jax.text.word_vocab import WordTokenizer
-from cnx2rg_jax.training import generate, trained
+from cnx2rg_jax.inference import generate, trained
 from tfds_cncxr import images, release
 from tests.helpers import r2gen_harness as harness
 from tests.helpers.r2gen_state import r2gen_state_dict
@@ -79,14 +79,15 @@ def iu(tmp_path_factory):
   tokenizer, rows = conv.build_tokenizer(REPORTS, "iu_xray", 1)
   sd = r2gen_state_dict(int(rows.max()) + 1, seed=1)
   workdir = tmp / "w"
+  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   orig = conv.read_checkpoint
   conv.read_checkpoint = lambda path, allow_pickle=False: (sd, {"epoch": 1, "monitor_best": 0.1})
   try:
     record = conv.convert("x.pth", str(root / "annotation.json"), "iu_xray", 1, str(workdir),
-                          num_heads=4, rm_num_heads=2, max_seq_length=MAX_LEN)
+                          config=r2gen_configs.get_config("iu_xray"), num_heads=4,
+                          rm_num_heads=2, max_seq_length=MAX_LEN)
   finally:
     conv.read_checkpoint = orig
-  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
   config = r2gen_configs.get_config("iu_xray")
   harness.apply_overrides(config, record["config_overrides"])
   config.data.data_dir = str(tmp / "tfds")

@@ -52,7 +52,7 @@ def _time(fn, variables, inputs, repeats: int) -> float:
 def _workdir_model(config, workdir: str):
   """(model, variables, crop size) of the run in `workdir` (its own model, data and train
   sections; the bench config's mesh)."""
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(workdir) / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"bench.workdir={workdir} has no config.json; point it at a trained "

@@ -1,6 +1,7 @@
 """Where a cached decode step's time goes, part by part (one JSON line):
 
     python -m cnx2rg_jax.bench.decode_parts [--batch=16] [--beam=3] [--max_len=100] [--vocab=2000]
+        [--config=configs/cnx2rg.py:paper]
 
 At the paper's dims (R2Gen's: d 512, 3 decoder layers, 3 memory slots), random weights, batch x
 beam rows at one position: the relational-memory step, the MCLN MLPs of all norms, each decoder
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnx2rg_jax import decoding
+from cnx2rg_jax import config_files, decoding
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.models.decoder import cross_attend, prefix_mask
@@ -42,9 +43,10 @@ def _ms(fn, repeats: int) -> dict:
           "cpu_ms": round(1e3 * statistics.median(cpu), 2)}
 
 
-def decode_parts(batch: int, beam: int, max_len: int, vocab: int, repeats: int) -> dict:
-  from configs import cnx2rg  # pylint: disable=import-outside-toplevel
-  c = cnx2rg.get_config("paper")
+def decode_parts(config, batch: int, beam: int, max_len: int, vocab: int, repeats: int) -> dict:
+  """The JSON object of the module docstring for `config`'s model (configs/cnx2rg.py:paper by
+  default; changed in place: no prompts)."""
+  c = config
   c.model.num_prompts, c.model.prompt_feature_dim = 0, 0
   model = CNX2RG(factory.model_config(c.model, vocab_size=vocab, max_len=max_len))
   variables = factory.random_variables(model, 224, 0)
@@ -126,12 +128,20 @@ def main(argv=None) -> int:
   p.add_argument("--max_len", type=int, default=100)
   p.add_argument("--vocab", type=int, default=2000)
   p.add_argument("--repeats", type=int, default=10)
+  p.add_argument("--config", default="configs/cnx2rg.py:paper",
+                 help="the config file (and variant) of the model's dims")
   args = p.parse_args(argv)
   if min(args.batch, args.beam, args.max_len, args.repeats) < 1 or args.vocab < 5:
     print("error: --batch, --beam, --max_len and --repeats must be >= 1, --vocab >= 5",
           file=sys.stderr)
     return 2
-  print(json.dumps(decode_parts(args.batch, args.beam, args.max_len, args.vocab, args.repeats)))
+  try:
+    config = config_files.load(args.config)
+  except OSError as e:
+    print(f"error: --config={args.config} cannot be read ({e})", file=sys.stderr)
+    return 2
+  print(json.dumps(decode_parts(config, args.batch, args.beam, args.max_len, args.vocab,
+                                args.repeats)))
   return 0
 
 

@@ -1,11 +1,12 @@
 """What length-bucketed batches save on the synthetic set's real report lengths.
 
     python -m cnx2rg_jax.bench.length_buckets [--config=demo|paper] [--steps=2] [--batches=2000]
+        [--config_file=configs/cnx2rg.py]
 
 Reads the synthetic train split's reports through the run's word tokenizer, draws `--batches`
 random training batches of train.batch_size, and counts which bucket length
 (training/length_buckets.py, train.length_buckets) each would be cut to. Then it times the
-config's real jitted train step (training/bench_train.py, random weights) at each used length and
+config's real jitted train step (bench/train.py, random weights) at each used length and
 at the full data.max_tokens, and prints one JSON line with the bucket shares, the step times and
 the expected speed-up (full-length step time over the share-weighted bucketed one).
 """
@@ -20,8 +21,10 @@ import tempfile
 
 import numpy as np
 
+from cnx2rg_jax import config_files
+from cnx2rg_jax.bench import train as bench_train
 from cnx2rg_jax.data import dataset, vocabulary
-from cnx2rg_jax.training import bench_train, length_buckets
+from cnx2rg_jax.training import length_buckets
 
 
 def bucket_shares(config, num_batches: int, seed: int = 0) -> dict[int, float]:
@@ -45,13 +48,14 @@ def bucket_shares(config, num_batches: int, seed: int = 0) -> dict[int, float]:
 
 
 def main(argv=None) -> None:
-  from configs import cnx2rg  # pylint: disable=import-outside-toplevel  (a CLI's own config)
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", default="paper", choices=("demo", "paper"))
+  p.add_argument("--config_file", default="configs/cnx2rg.py",
+                 help="the config file whose --config variant is measured")
   p.add_argument("--steps", type=int, default=2)
   p.add_argument("--batches", type=int, default=2000)
   args = p.parse_args(argv)
-  config = cnx2rg.get_config("" if args.config == "demo" else args.config)
+  config = config_files.load(f"{args.config_file}:{'' if args.config == 'demo' else args.config}")
   shares = bucket_shares(config, args.batches)
   full = config.data.max_tokens
   seconds = {}

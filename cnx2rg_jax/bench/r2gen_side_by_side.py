@@ -2,7 +2,7 @@
 
     R2GEN_DIR=/path/to/R2Gen python -m cnx2rg_jax.bench.r2gen_side_by_side \
         [--settings=760:60,2000:100] [--batch=16] [--beam=3] [--repeats=3] [--warmup=1] \
-        [--parts] [--dims=r2gen|tiny] [--only=train,decode]
+        [--parts] [--dims=r2gen|tiny] [--only=train,decode] [--config=configs/cnx2rg.py:paper]
 
 For each setting (vocabulary:length) it builds R2Gen's R2GenModel (imported from R2GEN_DIR,
 random weights; tests/helpers/r2gen_harness.py supplies a torchvision-free ResNet) and ours at the
@@ -13,8 +13,8 @@ a study, and times:
 - the train step: forward, backward and optimizer step on a batch of random images and reports of
   full length. R2Gen: its trainer's step (model in train mode, its loss, clip_grad_value_ 0.1,
   Adam with amsgrad and its two learning rates); ours: the jitted train step of `launch.py`
-  (`training.steps`, the same optimizer settings from configs/cnx2rg.py:paper, without prompts or
-  the keyword loss, as R2Gen has neither);
+  (`training.steps`, the same optimizer settings from configs/cnx2rg.py:paper or --config, without
+  prompts or the keyword loss, as R2Gen has neither);
 - decode: the beam search (beam `--beam`) from the images, ResNet included, every report run to
   full length (R2Gen always runs max_seq_length steps; ours gets min_len = max_len and R2Gen's
   beam bookkeeping, model.r2gen_beam_search).
@@ -30,16 +30,17 @@ Needs torch and a checkout of cuhksz-nlp/R2Gen; run from the repository root. No
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
-from typing import Callable
 
 import numpy as np
+
+from cnx2rg_jax import config_files
+from cnx2rg_jax.bench.timing import timed
 
 DIMS = {
     "r2gen": dict(image_size=224, resnet_depth=101, d_vf=2048, d_model=512, num_heads=8,
@@ -47,21 +48,6 @@ DIMS = {
     "tiny": dict(image_size=224, resnet_depth=18, d_vf=512, d_model=32, num_heads=4,
                  num_layers=1),
 }
-
-
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict:
-  """Runs fn warmup times, then repeats timed times: min and median wall and CPU seconds."""
-  for _ in range(warmup):
-    fn()
-  wall, cpu = [], []
-  for _ in range(repeats):
-    start, start_cpu = time.perf_counter(), time.process_time()
-    fn()
-    wall.append(time.perf_counter() - start)
-    cpu.append(time.process_time() - start_cpu)
-  return {"wall_min": round(min(wall), 4), "wall_median": round(statistics.median(wall), 4),
-          "cpu_min": round(min(cpu), 4), "cpu_median": round(statistics.median(cpu), 4),
-          "repeats": repeats, "warmup": warmup}
 
 
 def parse_settings(text: str) -> list[tuple[int, int]]:
@@ -147,10 +133,10 @@ class R2GenSide:
 
 # ---- our side --------------------------------------------------------------------------------
 
-def our_config(vocab: int, length: int, dims: dict):
-  """configs/cnx2rg.py:paper at R2Gen's dims: no prompts, no keyword loss, R2Gen's beam."""
-  from configs import cnx2rg  # pylint: disable=import-outside-toplevel
-  c = cnx2rg.get_config("paper")
+def our_config(base, vocab: int, length: int, dims: dict):
+  """A copy of `base` (configs/cnx2rg.py:paper, --config) at R2Gen's dims: no prompts, no keyword
+  loss, R2Gen's beam."""
+  c = copy.deepcopy(base)
   m = c.model
   m.num_prompts, m.prompt_feature_dim = 0, 0
   m.resnet_depth, m.d_model, m.d_ff = dims["resnet_depth"], dims["d_model"], dims["d_model"]
@@ -169,16 +155,17 @@ def our_config(vocab: int, length: int, dims: dict):
 class OurSide:
   """Our jitted train step and cached beam search for one setting."""
 
-  def __init__(self, vocab: int, length: int, batch: int, beam: int, dims: dict):
+  def __init__(self, base, vocab: int, length: int, batch: int, beam: int, dims: dict):
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     from cnx2rg_jax import sharding  # pylint: disable=import-outside-toplevel
     from cnx2rg_jax.bench import decode as decode_bench  # pylint: disable=import-outside-toplevel
     from cnx2rg_jax.models import factory  # pylint: disable=import-outside-toplevel
+    from cnx2rg_jax.bench import train as bench_train  # pylint: disable=import-outside-toplevel
     from cnx2rg_jax.training import (  # pylint: disable=import-outside-toplevel
-        bench_train, optimizer, state as state_lib, steps)
+        optimizer, state as state_lib, steps)
     self.jax = jax
-    c = self.config = our_config(vocab, length, dims)
+    c = self.config = our_config(base, vocab, length, dims)
     size, vocab_size = dims["image_size"], vocab + 1
     self.model = model = factory.build_model(c, vocab_size)
     mesh = sharding.mesh_from_config(c.mesh)
@@ -222,7 +209,9 @@ def _rate(seconds: float, batch: int) -> float:
   return round(batch / seconds, 4)
 
 
-def run_setting(r2gen_dir: str, vocab: int, length: int, args, emit) -> None:
+def run_setting(r2gen_dir: str, vocab: int, length: int, args, emit, config) -> None:
+  """Both sides' lines (and the ratios, and with --parts the part tables) for one setting;
+  `config` is --config's (configs/cnx2rg.py:paper), set to R2Gen's dims by `our_config`."""
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   dims = DIMS[args.dims]
@@ -230,7 +219,7 @@ def run_setting(r2gen_dir: str, vocab: int, length: int, args, emit) -> None:
             "views": 1, "dims": args.dims, **dims, "cpus": os.cpu_count()}
   sides = {}
   r2gen = R2GenSide(r2gen_dir, vocab, length, args.batch, args.beam, dims)
-  ours = OurSide(vocab, length, args.batch, args.beam, dims)
+  ours = OurSide(config, vocab, length, args.batch, args.beam, dims)
   for name, side, extra in (
       ("r2gen_torch", r2gen, {"torch_threads": torch.get_num_threads(),
                               "torch": torch.__version__}),
@@ -270,6 +259,8 @@ def main(argv=None) -> int:
   p.add_argument("--dims", choices=sorted(DIMS), default="r2gen")
   p.add_argument("--only", default="train,decode", help="train, decode or both")
   p.add_argument("--parts", action="store_true", help="also time the train step part by part")
+  p.add_argument("--config", default="configs/cnx2rg.py:paper",
+                 help="our side's config file and variant, set to R2Gen's dims")
   args = p.parse_args(argv)
   args.only = set(args.only.split(","))
   from tests.helpers import r2gen_harness as harness  # pylint: disable=import-outside-toplevel
@@ -286,6 +277,10 @@ def main(argv=None) -> int:
     problems.append(str(e))
   if args.batch < 1 or args.beam < 1 or args.repeats < 1 or args.warmup < 0:
     problems.append("--batch, --beam and --repeats must be >= 1, --warmup >= 0")
+  try:
+    config = config_files.load(args.config)
+  except OSError as e:
+    problems.append(f"--config={args.config} cannot be read ({e})")
   if problems:
     print("error: " + "; ".join(problems), file=sys.stderr)
     return 2
@@ -293,7 +288,7 @@ def main(argv=None) -> int:
   torch.set_num_threads(os.cpu_count() or 1)
   emit = lambda line: print(json.dumps(line), flush=True)  # noqa: E731
   for vocab, length in settings:
-    run_setting(directory, vocab, length, args, emit)
+    run_setting(directory, vocab, length, args, emit, config)
   return 0
 
 

@@ -8,7 +8,7 @@ as the step's backward pass computes them): the ResNet (forward alone too), the 
 the final norm + logits + token loss, and the optimizer update. R2Gen's: its visual extractor
 (forward alone too), its encoder-decoder with the loss, and the Adam step. The parts add up to
 about the whole step; each runs on its own, so fusion across parts and the memory traffic between
-them are not in any one of them. Each entry is `timed`'s (min/median wall and CPU seconds).
+them are not in any one of them. Each entry is `timing.timed`'s (min/median wall and CPU seconds).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnx2rg_jax.bench.timing import timed
 from cnx2rg_jax.models.layers import causal_mask
 from cnx2rg_jax.training.steps import token_loss
 
@@ -27,7 +28,6 @@ def _transformer_subtree(params: dict, prefixes: tuple[str, ...]) -> dict:
 
 def our_parts(side, warmup: int, repeats: int) -> dict:
   """{part: timed(...)} for an OurSide (r2gen_side_by_side.OurSide)."""
-  from cnx2rg_jax.bench.r2gen_side_by_side import timed  # pylint: disable=import-outside-toplevel
   model, state, batch = side.model, side.state, side.batch
   params, stats = state.params, state.batch_stats
   key = jax.random.key(0)
@@ -101,7 +101,6 @@ def our_parts(side, warmup: int, repeats: int) -> dict:
 
 def r2gen_parts(side, warmup: int, repeats: int) -> dict:
   """{part: timed(...)} for an R2GenSide (r2gen_side_by_side.R2GenSide)."""
-  from cnx2rg_jax.bench.r2gen_side_by_side import timed  # pylint: disable=import-outside-toplevel
   torch, model = side.torch, side.model
   model.train()
   images, ids, masks = side.images, side.report_ids, side.report_masks

@@ -94,7 +94,7 @@ def attention_fn(model: CNX2RG, k: int):
 
 class AttentionReader:
   """Cross-attention maps for rows of (images, generated ids), in fixed global batches (one
-  compiled shape), data-parallel on `mesh` like `training.generate.ReportGenerator`."""
+  compiled shape), data-parallel on `mesh` like `inference.generate.ReportGenerator`."""
 
   def __init__(self, model: CNX2RG, variables, mesh, crop_size: int, batch_size: int):
     self.model, self.mesh = model, mesh

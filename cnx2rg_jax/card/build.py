@@ -26,7 +26,7 @@ from cnx2rg_jax.evaluation import clinical
 from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.inference import provenance, run_facts
 from cnx2rg_jax.text import keywords as kw
-from cnx2rg_jax.training import generate
+from cnx2rg_jax.inference import generate
 
 CARD_FILE = "index.html"
 
@@ -170,7 +170,7 @@ def write_eval_card(config, workdir: str, split: str, run, prepared, results: di
   for key, v in (metrics.get("per_keyword") or {}).items():
     per_keyword.append({"key": key, **v, "baselines": {
         n: (b.get("per_keyword") or {}).get(key, {}).get("f1") for n, b in baselines.items()}})
-  from cnx2rg_jax.training import evaluate  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import evaluate  # pylint: disable=import-outside-toplevel
   trained_on, notes = _provenance(config, workdir, run, facts)
   page = html_page.Page(
       title=f"CN-X2RG report card: {split} split",

@@ -1,7 +1,7 @@
 """An R2Gen checkpoint (cuhksz-nlp/R2Gen's model_best.pth) -> a cnx2rg-jax workdir.
 
     python -m cnx2rg_jax.convert.r2gen --checkpoint=model_best.pth --annotation=annotation.json \
-        --dataset=iu_xray|mimic_cxr --threshold=N --workdir=DIR
+        --dataset=iu_xray|mimic_cxr --threshold=N --workdir=DIR [--config=configs/r2gen.py]
 
 then `python launch.py --config=configs/r2gen.py:<dataset> --workdir=DIR --mode=eval|predict`.
 Nothing is downloaded; reading the .pth needs torch (torch.load on the CPU, weights_only=True
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import json
 import os
 import pathlib
@@ -48,6 +49,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from cnx2rg_jax import config_files
 from cnx2rg_jax.convert import r2gen_common as common
 from cnx2rg_jax.convert.r2gen_weights import (ConversionError, convert_state_dict,
                                               embedding_rows, infer_dims, read_checkpoint)
@@ -59,6 +61,7 @@ DATASETS = common.DATASETS  # iu_xray, mimic_cxr
 R2GEN_UNK = "<unk>"
 R2GEN_SPECIAL_ROW = 0  # bos = eos = pad in R2Gen
 COMMAND = "python -m cnx2rg_jax.convert.r2gen"
+CONFIG_FILE = "configs/r2gen.py"  # --config's default: its --dataset variant is the run's config
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -127,14 +130,12 @@ def build_tokenizer(train_reports: Sequence[str], dataset: str, threshold: int
 # ----------------------------------------------------------------------------- workdir
 
 
-def r2gen_config(dataset: str, dims: Mapping[str, Any], threshold: int, manual_dir: str = "",
+def r2gen_config(base, dims: Mapping[str, Any], threshold: int, manual_dir: str = "",
                  max_seq_length: Optional[int] = None):
-  """configs/r2gen.py:<dataset> with the checkpoint's dims, threshold, data folder and
-  max_seq_length (decode.max_len and data.max_tokens); plus the `--config.KEY=VALUE` overrides
-  that differ from the config file."""
-  from configs import r2gen as r2gen_configs  # pylint: disable=import-outside-toplevel
-  return common.configure(r2gen_configs.get_config(dataset), dims, threshold, manual_dir,
-                          max_seq_length)
+  """A copy of `base` (configs/r2gen.py:<dataset>) with the checkpoint's dims, threshold, data
+  folder and max_seq_length (decode.max_len and data.max_tokens); plus the `--config.KEY=VALUE`
+  overrides that differ from the config file."""
+  return common.configure(copy.deepcopy(base), dims, threshold, manual_dir, max_seq_length)
 
 
 def write_workdir(workdir: str | os.PathLike, config, tokenizer: WordTokenizer,
@@ -152,7 +153,7 @@ def write_workdir(workdir: str | os.PathLike, config, tokenizer: WordTokenizer,
   tx, _ = optimizer.make_optimizer(config.train, steps_per_epoch=1)
   params = jax.tree.map(jnp.asarray, variables["params"])
   batch_stats = jax.tree.map(jnp.asarray, variables["batch_stats"])
-  # Unsharded arrays: the loader (training.trained) restores them into its own shardings and
+  # Unsharded arrays: the loader (inference.trained) restores them into its own shardings and
   # checks every shape against the model first. `convert_state_dict` has checked the params.
   state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                batch_stats=batch_stats, opt_state=tx.init(params))
@@ -179,7 +180,7 @@ def write_ood_reference(config, workdir: str, ood_data: str, data_dir: str = "")
   """DIR/ood/ from the training data in `ood_data` (annotation.json + images): its train split
   encoded by the converted model, calibrated on its val split; returns the folder."""
   from cnx2rg_jax.inference import run_facts  # pylint: disable=import-outside-toplevel
-  from cnx2rg_jax.training import trained  # pylint: disable=import-outside-toplevel
+  from cnx2rg_jax.inference import trained  # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   config.data.manual_dir = ood_data
   if data_dir:
@@ -191,10 +192,13 @@ def write_ood_reference(config, workdir: str, ood_data: str, data_dir: str = "")
 
 
 def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, workdir: str, *,
-            num_heads: int = 8, rm_num_heads: int = 8, allow_pickle: bool = False,
-            manual_dir: Optional[str] = None, max_seq_length: Optional[int] = None,
-            ood_data: Optional[str] = None, data_dir: str = "") -> dict:
-  """The whole conversion; returns what r2gen_conversion.json records. `manual_dir` (default:
+            config, config_file: str = CONFIG_FILE, num_heads: int = 8, rm_num_heads: int = 8,
+            allow_pickle: bool = False, manual_dir: Optional[str] = None,
+            max_seq_length: Optional[int] = None, ood_data: Optional[str] = None,
+            data_dir: str = "") -> dict:
+  """The whole conversion; returns what r2gen_conversion.json records. `config` is
+  `config_file`'s `dataset` variant (configs/r2gen.py:<dataset>), which the record names for the
+  workdir's eval runs; the checkpoint's dims go into a copy. `manual_dir` (default:
   the annotation's folder) is the data.manual_dir that eval runs of the workdir must use;
   `ood_data`, a folder of the training data (annotation.json + images) to compute the OOD
   reference from, built in `data_dir` (default: TFDS's)."""
@@ -213,12 +217,12 @@ def convert(checkpoint: str, annotation: str, dataset: str, threshold: int, work
   common.check_rows(embedding_rows(sd), r2gen_size,
                     "embedding encoder_decoder.model.tgt_embed.0.lut.weight", annotation, dataset,
                     threshold)
-  config, overrides = r2gen_config(dataset, dims, threshold, manual_dir, max_seq_length)
+  config, overrides = r2gen_config(config, dims, threshold, manual_dir, max_seq_length)
   mcfg = common.model_config(config, dims, tokenizer.vocab_size)
   variables = convert_state_dict(sd, mcfg, rows)
   write_workdir(workdir, config, tokenizer, variables)
   record = common.record(checkpoint, annotation, dataset, threshold, meta, r2gen_size,
-                         tokenizer.vocab_size, dims, "configs/r2gen.py", overrides, COMMAND)
+                         tokenizer.vocab_size, dims, config_file, overrides, COMMAND)
   from cnx2rg_jax.inference import provenance  # pylint: disable=import-outside-toplevel
   provenance.write(workdir, trained_on(annotation, dataset, len(ann["train"]), checkpoint,
                                        meta["epoch"]), 0, "converted R2Gen checkpoint")
@@ -233,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
                               "(cuhksz-nlp/R2Gen model_best.pth) into a cnx2rg-jax workdir.")
   common.add_input_args(p, "R2Gen")
   p.add_argument("--rm_num_heads", type=int, default=8, help="R2Gen's --rm_num_heads (8)")
-  common.add_data_args(p, "R2Gen", "configs/r2gen.py",
+  common.add_data_args(p, "R2Gen", CONFIG_FILE,
                        "the data folder --mode=eval will read (data.manual_dir; default: the "
                        "annotation's folder)")
   p.add_argument("--ood_data", default=None,
@@ -252,6 +256,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   args = _parser().parse_args(argv)
   return common.run_cli(args, lambda: convert(
       args.checkpoint, args.annotation, args.dataset, args.threshold, args.workdir,
+      config=config_files.load(f"{args.config}:{args.dataset}"), config_file=args.config,
       num_heads=args.num_heads, rm_num_heads=args.rm_num_heads, allow_pickle=args.allow_pickle,
       manual_dir=args.manual_dir, max_seq_length=args.max_seq_length, ood_data=args.ood_data,
       data_dir=args.data_dir))

@@ -101,7 +101,10 @@ def add_input_args(p: argparse.ArgumentParser, peer: str) -> None:
 
 def add_data_args(p: argparse.ArgumentParser, peer: str, config_file: str,
                   manual_dir_help: str) -> None:
-  """--max_seq_length and --manual_dir."""
+  """--config (default `config_file`), --max_seq_length and --manual_dir."""
+  p.add_argument("--config", default=config_file,
+                 help=f"the config file of the converted run: its --dataset variant with the "
+                 f"checkpoint's dims (default {config_file}); eval and predict runs use it")
   p.add_argument("--max_seq_length", type=int, default=None,
                  help=f"{peer}'s --max_seq_length (default {config_file}'s: 60 IU, 100 MIMIC)")
   p.add_argument("--manual_dir", default=None, help=manual_dir_help)

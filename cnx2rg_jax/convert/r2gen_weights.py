@@ -37,6 +37,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from cnx2rg_jax.errors import UserError
 from cnx2rg_jax.models import convert_torchvision as conv_tv
 from cnx2rg_jax.text import tokenizer as tok
 
@@ -57,7 +58,7 @@ _MLP = {"0": "fc1", "2": "fc2"}
 _RM_MLP = {"0": "mlp1", "2": "mlp2"}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """An R2Gen checkpoint, annotation or option that cannot be converted; the message names it."""
 
 

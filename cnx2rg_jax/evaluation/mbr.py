@@ -24,7 +24,7 @@ reports that state those findings, and the head picks among them.
 Ties (equal utility, e.g. two wordings of the same findings) go to the higher model log-probability,
 then to the beam's report, then to the earlier sample, so the choice keeps the beam's wording when
 the findings agree. Sampling keys come from a hash of the image's pixels
-(`training.generate.image_keys`), so the choice does not depend on the batch, the image's position
+(`inference.generate.image_keys`), so the choice does not depend on the batch, the image's position
 or the number of processes.
 """
 

@@ -33,9 +33,9 @@ from typing import Callable, Iterator, Optional, Sequence
 import jax
 import numpy as np
 
-from cnx2rg_jax import config_checks
+from cnx2rg_jax import errors
 from cnx2rg_jax.data import dataset, pipeline
-from cnx2rg_jax.training import generate
+from cnx2rg_jax.inference import generate
 
 OOD_DIR = "ood"
 REFERENCE_FILE = "reference.npy"
@@ -46,16 +46,16 @@ DEFINITION = ("mean Euclidean distance of the L2-normalised pooled encoder featu
               "the val split")
 
 
-class OodError(ValueError):
+class OodError(errors.UserError):
   """The OOD reference cannot be computed (bad ood.* settings, no val studies); the message
   names the item."""
 
 
 def check_config(ood) -> None:
-  """Raises config_checks.ConfigError naming a bad ood.* value."""
+  """Raises errors.ConfigError naming a bad ood.* value."""
   def bad(key, value, allowed):
-    raise config_checks.ConfigError(f"config key ood.{key}={value!r} is not allowed: {allowed}. "
-                                    f"Fix it in the config file or with --config.ood.{key}=...")
+    raise errors.ConfigError(f"config key ood.{key}={value!r} is not allowed: {allowed}. "
+                                   f"Fix it in the config file or with --config.ood.{key}=...")
   for key in ("k", "max_reference"):
     value = ood[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -248,7 +248,7 @@ def split_features(generator: generate.ReportGenerator, variables, prepared, spl
 
 def compute(config, run, prepared: dataset.PreparedDataset,
             log: Callable[[str], None] = print) -> tuple[Reference, np.ndarray]:
-  """The reference and val scores of `run` (training.trained.TrainedRun) on `prepared`'s train
+  """The reference and val scores of `run` (inference.trained.TrainedRun) on `prepared`'s train
   and val splits, with config.ood's k, max_reference and quantile."""
   check_config(config.ood)
   o = config.ood

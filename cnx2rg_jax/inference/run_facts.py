@@ -2,7 +2,7 @@
 score and flag, and a warning when the model was trained on synthetic images or the image is
 unlike its training images.
 
-    facts = RunFacts.of(config, workdir, run)        # once, after training.trained.load
+    facts = RunFacts.of(config, workdir, run)        # once, after inference.trained.load
     facts.line_fields(features)                        # per image: the fields of its output line
 
 After training (`record_run`), DIR/provenance.json and DIR/ood/ are written for the checkpoint
@@ -42,7 +42,7 @@ class RunFacts:
 
   @classmethod
   def of(cls, config, workdir: str, run) -> "RunFacts":
-    """The facts of `run` (training.trained.TrainedRun) loaded from `workdir`."""
+    """The facts of `run` (inference.trained.TrainedRun) loaded from `workdir`."""
     fields = provenance.for_run(config, workdir, run.step)
     dim = getattr(run.model.config, "d_vf", None)
     reference, why = ood.load(workdir, run.step, dim, how_to_make(workdir))

@@ -31,16 +31,14 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from cnx2rg_jax.errors import CheckpointError  # noqa: F401  (also checkpoints.CheckpointError)
+
 PyTree = Any
 
 STATE = "state"
 DATA = "data"
 
 _FIX = "the workdir holds a run with a different model or config; use another --workdir"
-
-
-class CheckpointError(ValueError):
-  """A checkpoint folder that cannot be used: missing, damaged, or not fitting the config."""
 
 
 class Checkpoints:

@@ -5,7 +5,8 @@
     train.log_every steps a progress line and TensorBoard scalars, checking for NaN/Inf ->
     every train.checkpoint_every steps and at the end an async checkpoint (train state + grain
     iterator state) -> every train.eval_every steps beam search on val, its metrics logged and
-    saved with a checkpoint of that step (the best by val BLEU-4 is kept for evaluation)
+    saved with a checkpoint of that step (the best by val BLEU-4 is kept for evaluation; the val
+    evaluation is handed in, `inference.evaluate.make_validator`)
 
 A run started again in the same workdir resumes from the latest checkpoint and, on CPU, continues
 bit-identically (tests/test_training_loop.py). A NaN or Inf loss stops the run with an error
@@ -16,23 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import jax
 
-from cnx2rg_jax import config_checks, distributed, sharding
+from cnx2rg_jax import distributed, errors, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory, prompt_encoder
 from cnx2rg_jax.radgraph import annotator as radgraph_annotator
 from cnx2rg_jax.training import checkpoints as ckpt_lib
-from cnx2rg_jax.evaluation import clinical
-from cnx2rg_jax.training import evaluate, generate, metrics_io, optimizer
+from cnx2rg_jax.training import metrics_io, optimizer
 from cnx2rg_jax.training import length_buckets, state as state_lib, steps
 
 
-class NonFiniteLossError(RuntimeError):
-  """The loss or a gradient became NaN/Inf; the message names the step."""
+class NonFiniteLossError(errors.UserError, RuntimeError):
+  """The loss or a gradient became NaN/Inf; the message names the step and what to change."""
 
 
 @dataclasses.dataclass
@@ -48,14 +47,26 @@ def _global_batch_size(tr) -> tuple[int, int]:
   """(global, per-process) batch sizes; the global one must split evenly over processes."""
   n = jax.process_count()
   if tr.batch_size % n:
-    raise config_checks.ConfigError(f"train.batch_size={tr.batch_size} does not split over {n} "
-                                    "processes; make it a multiple of the process count")
+    raise errors.ConfigError(f"train.batch_size={tr.batch_size} does not split over {n} "
+                                   "processes; make it a multiple of the process count")
   return tr.batch_size, tr.batch_size // n
 
 
-def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResult:
-  """Trains (or resumes) the run in `workdir` up to train.num_steps."""
+# (config, model, mesh, prepared, tokenizer, writer, log) -> the function (step, state) -> val
+# metrics that runs every train.eval_every steps: inference.evaluate.make_validator.
+MakeValidator = Callable[..., Callable[[int, Any], dict]]
+
+
+def train(config, workdir: str, log: Callable[[str], None] = print,
+          make_validator: Optional[MakeValidator] = None) -> TrainResult:
+  """Trains (or resumes) the run in `workdir` up to train.num_steps. `make_validator` builds the
+  val evaluation of every train.eval_every steps (run.py passes
+  `inference.evaluate.make_validator`); without one, train.eval_every must be 0."""
   tr = config.train
+  if tr.eval_every and make_validator is None:
+    raise ValueError(f"train.eval_every={tr.eval_every} needs make_validator (e.g. "
+                     "inference.evaluate.make_validator) to run beam search on val; pass one, "
+                     "or set train.eval_every=0")
   workdir_path = pathlib.Path(workdir)
   prepared = dataset.prepare(config.data, dataset.num_views(config),
                              make_annotator=radgraph_annotator.make)
@@ -63,7 +74,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
       f"{dataset.annotation_summary(prepared)}")
   train_texts = dataset.read_split_texts(prepared, "train")
   if tr.keyword_weight > 0 and not train_texts.has_keyword_labels.any():
-    raise config_checks.ConfigError(
+    raise errors.ConfigError(
         f"train.keyword_weight={tr.keyword_weight} trains the keyword head, but no training "
         f"report of this build has keyword labels (data.annotate={config.data.annotate!r}, "
         f"data.language={config.data.language!r}). Label a Chinese release at build time "
@@ -73,7 +84,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
   mesh = sharding.mesh_from_config(config.mesh)
   global_bs, local_bs = _global_batch_size(tr)
   if global_bs % mesh.shape[sharding.DATA_AXIS]:
-    raise config_checks.ConfigError(
+    raise errors.ConfigError(
         f"train.batch_size={global_bs} does not split over the mesh's "
         f"{mesh.shape[sharding.DATA_AXIS]} data shards; make it a multiple of that, or change "
         "mesh.shape")
@@ -126,7 +137,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
                                     enabled=jax.process_index() == 0)
   validate = None
   if tr.eval_every:
-    validate = _validator(config, model, mesh, prepared, tok, writer, log)
+    validate = make_validator(config, model, mesh, prepared, tok, writer, log)
   progress = metrics_io.Progress(tr.num_steps, global_bs, start_step=start)
   pending: list[tuple[int, dict]] = []
   last: dict = {}
@@ -159,29 +170,6 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> TrainResu
     ckpts.close()
     writer.close()
   return TrainResult(step=tr.num_steps, state=state, last_metrics=last, history=history)
-
-
-def _validator(config, model, mesh, prepared, tok, writer, log):
-  """The function (step, state) -> val metrics that runs every train.eval_every steps."""
-  generator = generate.ReportGenerator.from_config(model, mesh, config, tok)
-  labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
-  val_texts = dataset.read_split_texts(prepared, "val")  # read once, not at every validation
-
-  def validate(step: int, state) -> dict:
-    start = time.perf_counter()
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    rows, _ = evaluate.generate_split(generator, variables, prepared, "val", config.data, tok,
-                                      limit=config.eval.val_examples, texts=val_texts,
-                                      references=config.eval.references)
-    metrics = evaluate.metrics_of(rows, labeler, meteor=False, step=step)
-    scalars = {k: metrics[k] for k in evaluate.TABLE_METRICS if metrics.get(k) is not None}
-    writer.scalars(step, {"val/" + k: v for k, v in scalars.items()})
-    writer.text(step, "val/example_report", rows[0]["prediction"])
-    log(f"val @ step {step} ({len(rows)} reports, {time.perf_counter() - start:.0f} s): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in scalars.items()))
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-  return validate
 
 
 def _flush(pending, writer, progress, log) -> dict:

@@ -12,7 +12,7 @@ from cnx2rg_jax.card import html_page
 from cnx2rg_jax.data import dataset
 from cnx2rg_jax.text.labeler import label_report
 from cnx2rg_jax.text import keywords as kw
-from cnx2rg_jax.training import evaluate
+from cnx2rg_jax.inference import evaluate
 from tests.helpers.card_html import parse_card
 
 

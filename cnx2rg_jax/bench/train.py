@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 import jax
 import numpy as np
 
-from cnx2rg_jax import config_checks, sharding
+from cnx2rg_jax import errors, sharding
 from cnx2rg_jax.models import factory, flops
 from cnx2rg_jax.training import memory_plan, optimizer, state as state_lib, steps
 
@@ -58,11 +59,10 @@ def peak_memory_mib():
   return None if peak is None else round(peak / 2 ** 20, 1)
 
 
-def _dims(name: str, base):
-  """The config whose dims `name` names; the mesh, bench keys and model.dtype of `base` carry
-  over."""
-  from configs import cnx2rg  # pylint: disable=import-outside-toplevel
-  c = cnx2rg.get_config("" if name == "demo" else name)
+def _dims(name: str, base, get_config: Callable):
+  """The config whose dims `name` names (`get_config`: configs/cnx2rg.py's, variant -> config);
+  the mesh, bench keys and model.dtype of `base` carry over."""
+  c = get_config("" if name == "demo" else name)
   c.mesh, c.bench, c.seed = base.mesh, base.bench, base.seed
   c.model.dtype = base.model.dtype
   return c
@@ -127,23 +127,27 @@ def time_config(config, vocab_size: int, num_steps: int, warmup: int,
           "resnet_width": config.model.resnet_width, "d_model": config.model.d_model}
 
 
-def bench_train(config) -> dict:
+def bench_train(config, get_config: Callable) -> dict:
+  """The JSON object of the module docstring; `get_config` (variant -> config) gives the dims of
+  bench.train_configs' variants of configs/cnx2rg.py (run.py loads it from that file)."""
   b = config.bench
   unknown = set(b.train_configs) - set(BENCH_CONFIGS)
   if unknown:
-    raise config_checks.ConfigError(
+    raise errors.ConfigError(
         f"bench.train_configs has {sorted(unknown)}; choose from {BENCH_CONFIGS}, as a tuple: "
         "--config.bench.train_configs=\"('paper',)\"")
   results = []
   for name in b.train_configs:
     for batch in b.train_batch_sizes or (0,):
-      entry = {"config": name, **time_config(_dims(name, config), b.train_vocab_size,
-                                             b.train_steps, b.train_warmup, batch)}
+      dims = _dims(name, config, get_config)
+      entry = {"config": name, **time_config(dims, b.train_vocab_size, b.train_steps,
+                                             b.train_warmup, batch)}
       print(entry, file=sys.stderr, flush=True)  # progress; stdout is the JSON line
       results.append(entry)
   dev = jax.devices()[0]
   n = jax.device_count() if jax.device_count() > 1 else b.memory_devices
-  memory = memory_plan.strategy_memory(_dims("paper", config), b.train_vocab_size, n)
+  paper = _dims("paper", config, get_config)
+  memory = memory_plan.strategy_memory(paper, b.train_vocab_size, n)
   return {"device": dev.device_kind, "platform": dev.platform, "num_devices": jax.device_count(),
           "results": results,
           "paper_state_memory_per_device": {"devices": n, "strategies": memory}}

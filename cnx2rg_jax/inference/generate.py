@@ -12,8 +12,9 @@ multi-host run can feed its own shard and all of them get every row back.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from cnx2rg_jax import config_checks, sharding
+from cnx2rg_jax import errors, sharding
 from cnx2rg_jax.data import dataset, pipeline
 from cnx2rg_jax.evaluation import clinical, mbr
 from cnx2rg_jax.models import search
@@ -75,15 +76,15 @@ class ReportGenerator:
                chooser: Optional[mbr.Chooser] = None):
     self.method = decode.get("method", "beam")
     if self.method not in DECODE_METHODS:
-      raise config_checks.ConfigError(f"decode.method={self.method!r} is not one of "
-                                      f"{DECODE_METHODS}")
+      raise errors.ConfigError(f"decode.method={self.method!r} is not one of "
+                                     f"{DECODE_METHODS}")
     if self.method == "mbr" and chooser is None:
       raise ValueError("decode.method='mbr' needs a chooser; build the generator with "
                        "ReportGenerator.from_config")
     self.chooser = chooser
     n_data = mesh.shape[sharding.DATA_AXIS]
     if batch_size % (jax.process_count() * n_data):
-      raise config_checks.ConfigError(
+      raise errors.ConfigError(
           f"eval.batch_size={batch_size} must split evenly over {jax.process_count()} "
           f"process(es) and the mesh's {n_data} data shards; make it a multiple of "
           f"{jax.process_count() * n_data}")
@@ -156,26 +157,61 @@ class ReportGenerator:
                             out["probs"])
     return out["index"], ids, out["probs"], out["features"]
 
-  def run_stream(self, variables, batches: Iterator[tuple[np.ndarray, np.ndarray]],
-                 num_batches: int, with_reports: bool = True) -> Outputs:
-    """All rows of `num_batches` (images, index) pairs; a process whose stream ends early feeds
-    empty batches, so that every process runs the same number of global steps."""
-    parts: list[tuple] = []
+  def stream(self, variables, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+             num_batches: Optional[int] = None, with_reports: bool = True) -> Iterator[tuple]:
+    """`run_batch`'s result for each global step, from this process's (images, index) pairs of
+    `batches`: `num_batches` steps, a process whose stream ends early feeding empty batches; or,
+    with `num_batches` None, as many steps as `batches` yields (every process's must yield the
+    same number, as `slot_batches` does)."""
+    steps = itertools.count() if num_batches is None else range(num_batches)
     empty = None
-    for _ in range(num_batches):
+    for _ in steps:
       item = next(batches, None)
       if item is None:
+        if num_batches is None:
+          return
         item = empty
       else:
         empty = (item[0][:0], item[1][:0])
       if item is None:  # this process has no rows at all: shapes come from the first step
         raise ValueError("a process has no rows to feed; give it at least one")
-      parts.append(self.run_batch(variables, *item, with_reports=with_reports))
+      yield self.run_batch(variables, *item, with_reports=with_reports)
+
+  def run_stream(self, variables, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+                 num_batches: int, with_reports: bool = True) -> Outputs:
+    """All rows of `num_batches` (images, index) pairs; a process whose stream ends early feeds
+    empty batches, so that every process runs the same number of global steps."""
+    parts = list(self.stream(variables, batches, num_batches, with_reports))
     index = np.concatenate([p[0] for p in parts])
     order = np.argsort(index, kind="stable")
     cat = lambda k: np.concatenate([p[k] for p in parts])[order]  # noqa: E731
     return Outputs(index=index[order], token_ids=cat(1) if with_reports else None,
                    keyword_probs=cat(2), features=cat(3))
+
+  def slot_batches(self, rows: Iterable[tuple[int, np.ndarray]], image_shape: tuple
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This process's (images, index) of each global batch of `rows`, (index, image) pairs that
+    every process reads alike: of every `batch_size` rows, slots [p * local_batch, (p + 1) *
+    local_batch) go to process p. Every process yields ceil(len(rows) / batch_size) batches,
+    empty ones of shape `image_shape` (its batch axis 0) where it has no slot, each as soon as
+    its global batch is complete (`rows` is read lazily)."""
+    me = jax.process_index()
+
+    def batch(feed):
+      images = np.stack([x for _, x in feed]) if feed else np.zeros(image_shape, np.float32)
+      return images, np.asarray([i for i, _ in feed], np.int64)
+
+    feed: list[tuple[int, np.ndarray]] = []
+    count = 0
+    for i, image in rows:
+      if (count % self.batch_size) // self.local_batch == me:  # this process's slot
+        feed.append((i, image))
+      count += 1
+      if count % self.batch_size == 0:
+        yield batch(feed)
+        feed = []
+    if count % self.batch_size:
+      yield batch(feed)
 
 
 def split_batches(prepared: dataset.PreparedDataset, split: str, data, tokenizer,

@@ -16,11 +16,12 @@ from typing import Any, Callable
 from jax.sharding import Mesh
 
 from cnx2rg_jax import sharding
+from cnx2rg_jax.inference import generate
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.text import tokenizer as tokenizer_lib
 from cnx2rg_jax.training import checkpoints as ckpt_lib
-from cnx2rg_jax.training import generate, optimizer, state as state_lib
+from cnx2rg_jax.training import optimizer, state as state_lib
 
 
 @dataclasses.dataclass

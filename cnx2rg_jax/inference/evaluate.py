@@ -8,6 +8,9 @@ them, and the files of DIR/eval/.
     DIR/eval/<split>_table.md       the model beside the baselines (--mode=train and eval)
     DIR/eval/<split>_keyword_auroc.json  the keyword head's AUROC per keyword (and macro mean)
 
+`make_validator` is the val evaluation that the training loop runs every train.eval_every steps
+(`training.loop.train(..., make_validator=...)`).
+
 `evaluate_split` also hands back the rows and generated ids, from which `cnx2rg_jax.card` makes
 DIR/eval/<split>_card/index.html (run.evaluate_run, with --card or card.enabled in training).
 """
@@ -24,8 +27,8 @@ import jax
 import numpy as np
 
 from cnx2rg_jax.data import dataset
-from cnx2rg_jax.evaluation import baselines, keyword_auroc, reports_io, score
-from cnx2rg_jax.training import generate
+from cnx2rg_jax.evaluation import baselines, clinical, keyword_auroc, reports_io, score
+from cnx2rg_jax.inference import generate
 
 # The columns of the printed table and of TensorBoard's eval scalars.
 TABLE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider",
@@ -195,3 +198,29 @@ def evaluate_split(generator, variables, prepared, split: str, config, tokenizer
       f"{split} split, {len(rows)} reports, checkpoint step {step}, clinical scorer "
       f"{config.eval.clinical_scorer}\n\n{text}{head_line}\n", encoding="utf-8")
   return Evaluation(results, rows, out)
+
+
+def make_validator(config, model, mesh, prepared, tok, writer, log: Callable[[str], None]
+                   ) -> Callable[[int, object], dict]:
+  """The function (step, state) -> val metrics that `training.loop` runs every train.eval_every
+  steps: beam search on val (its first eval.val_examples), scored, logged to `writer` (a
+  `training.metrics_io.SummaryWriter`) and `log`."""
+  generator = generate.ReportGenerator.from_config(model, mesh, config, tok)
+  labeler = clinical.make_labeler(config.eval.clinical_scorer, config.eval.cn_radgraph_dir)
+  val_texts = dataset.read_split_texts(prepared, "val")  # read once, not at every validation
+
+  def validate(step: int, state) -> dict:
+    start = time.perf_counter()
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    rows, _ = generate_split(generator, variables, prepared, "val", config.data, tok,
+                             limit=config.eval.val_examples, texts=val_texts,
+                             references=config.eval.references)
+    metrics = metrics_of(rows, labeler, meteor=False, step=step)
+    scalars = {k: metrics[k] for k in TABLE_METRICS if metrics.get(k) is not None}
+    writer.scalars(step, {"val/" + k: v for k, v in scalars.items()})
+    writer.text(step, "val/example_report", rows[0]["prediction"])
+    log(f"val @ step {step} ({len(rows)} reports, {time.perf_counter() - start:.0f} s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in scalars.items()))
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+  return validate
