@@ -45,10 +45,10 @@ DECODE_METHODS = ("beam", "mbr")
 def describe(decode) -> str:
   """How reports are chosen, in words: 'beam 3' or 'MBR over 16 samples (T 1) and beam 3'."""
   beam = f"beam {decode.beam_size}"
-  if decode.get("method", "beam") != "mbr":
+  if decode.method != "mbr":
     return beam
   head = (f", keyword head weight {decode.mbr_keyword_weight:g}"
-          if decode.get("mbr_keyword_weight", 0) > 0 else "")
+          if decode.mbr_keyword_weight > 0 else "")
   return f"MBR over {decode.mbr_samples} samples (T {decode.mbr_temperature:g}){head} and {beam}"
 
 
@@ -74,7 +74,7 @@ class ReportGenerator:
 
   def __init__(self, model: CNX2RG, mesh: Mesh, decode, batch_size: int,
                chooser: Optional[mbr.Chooser] = None):
-    self.method = decode.get("method", "beam")
+    self.method = decode.method
     if self.method not in DECODE_METHODS:
       raise errors.ConfigError(f"decode.method={self.method!r} is not one of "
                                      f"{DECODE_METHODS}")
@@ -99,7 +99,7 @@ class ReportGenerator:
     """The generator `config` asks for (decode section, eval.batch_size; for MBR the labeler
     named by decode.mbr_utility)."""
     chooser = None
-    if config.decode.get("method", "beam") == "mbr":
+    if config.decode.method == "mbr":
       labeler = clinical.make_labeler(config.decode.mbr_utility, config.eval.cn_radgraph_dir)
       chooser = mbr.Chooser(tokenizer, labeler, config.decode.mbr_keyword_weight)
     return cls(model, mesh, config.decode, config.eval.batch_size, chooser)
