@@ -111,7 +111,8 @@ def train_then_test(config, workdir: str, config_name: str = "") -> int:
   config_checks.check_workdir(config, workdir)
   config_checks.write_config(config, workdir)
   print(prepare_data(config, workdir), flush=True)
-  loop.train(config, workdir, make_validator=evaluate.make_validator)
+  loop.train(config, workdir, make_validator=evaluate.make_validator,
+             make_annotator=radgraph_annotator.make)
   run = trained.load(config, workdir)
   # provenance.json and the OOD reference belong to the checkpoint that eval and predict use
   run_facts.record_run(config, workdir, run)

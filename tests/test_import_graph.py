@@ -31,9 +31,9 @@ LAYERS = (
     ("cnx2rg_jax.data",),
     ("cnx2rg_jax.decoding", "cnx2rg_jax.sharding"),  # model-side utilities
     ("cnx2rg_jax.models",),
+    ("cnx2rg_jax.training",),  # learning only; its validation and annotator are handed in
     ("cnx2rg_jax.radgraph",),
     ("cnx2rg_jax.evaluation",),  # clinical scoring may use a trained CN-RadGraph
-    ("cnx2rg_jax.training",),  # the loop names a build's CN-RadGraph annotator (radgraph.annotator)
     ("cnx2rg_jax.inference",),
     ("cnx2rg_jax.card",),
     ("cnx2rg_jax.config_checks",),

@@ -24,7 +24,6 @@ import jax
 from cnx2rg_jax import distributed, errors, sharding
 from cnx2rg_jax.data import dataset, pipeline, vocabulary
 from cnx2rg_jax.models import factory, prompt_encoder
-from cnx2rg_jax.radgraph import annotator as radgraph_annotator
 from cnx2rg_jax.training import checkpoints as ckpt_lib
 from cnx2rg_jax.training import metrics_io, optimizer
 from cnx2rg_jax.training import length_buckets, state as state_lib, steps
@@ -58,10 +57,13 @@ MakeValidator = Callable[..., Callable[[int, Any], dict]]
 
 
 def train(config, workdir: str, log: Callable[[str], None] = print,
-          make_validator: Optional[MakeValidator] = None) -> TrainResult:
+          make_validator: Optional[MakeValidator] = None,
+          make_annotator: Optional[Callable[[str], Any]] = None) -> TrainResult:
   """Trains (or resumes) the run in `workdir` up to train.num_steps. `make_validator` builds the
   val evaluation of every train.eval_every steps (run.py passes
-  `inference.evaluate.make_validator`); without one, train.eval_every must be 0."""
+  `inference.evaluate.make_validator`); without one, train.eval_every must be 0.
+  `make_annotator` (run.py passes `radgraph.annotator.make`) is what a first build with
+  data.annotate='cn_radgraph' annotates with (dataset.prepare)."""
   tr = config.train
   if tr.eval_every and make_validator is None:
     raise ValueError(f"train.eval_every={tr.eval_every} needs make_validator (e.g. "
@@ -69,7 +71,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print,
                      "or set train.eval_every=0")
   workdir_path = pathlib.Path(workdir)
   prepared = dataset.prepare(config.data, dataset.num_views(config),
-                             make_annotator=radgraph_annotator.make)
+                             make_annotator=make_annotator)
   log(f"dataset cncxr/{prepared.builder.builder_config.name}: "
       f"{dataset.annotation_summary(prepared)}")
   train_texts = dataset.read_split_texts(prepared, "train")
