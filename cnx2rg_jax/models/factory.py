@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from cnx2rg_jax.errors import ConfigError
 from cnx2rg_jax.models.cmn import CMNModel
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.models.config import ModelConfig
@@ -37,13 +38,13 @@ def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig
   values = {**OPTIONAL_MODEL_KEYS, **dict(model_section)}
   unknown = set(values) - fields
   if unknown:
-    raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(fields)}")
+    raise ConfigError(f"unknown model config keys {sorted(unknown)}; known: {sorted(fields)}")
   if "architecture" in values and values["architecture"] not in ARCHITECTURES:
-    raise ValueError(f"model.architecture={values['architecture']!r}; choose one of "
+    raise ConfigError(f"model.architecture={values['architecture']!r}; choose one of "
                      f"{sorted(ARCHITECTURES)}")
   missing = fields - set(values) - {"vocab_size", "max_len"}
   if missing:
-    raise ValueError(f"the model config lacks keys {sorted(missing)}; configs/cnx2rg.py gives "
+    raise ConfigError(f"the model config lacks keys {sorted(missing)}; configs/cnx2rg.py gives "
                      "every one its default")
   return ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
 
