@@ -77,7 +77,7 @@ class ReportGenerator:
     self.method = decode.method
     if self.method not in DECODE_METHODS:
       raise errors.ConfigError(f"decode.method={self.method!r} is not one of "
-                                     f"{DECODE_METHODS}")
+                               f"{DECODE_METHODS}")
     if self.method == "mbr" and chooser is None:
       raise ValueError("decode.method='mbr' needs a chooser; build the generator with "
                        "ReportGenerator.from_config")

@@ -55,7 +55,7 @@ def check_config(ood) -> None:
   """Raises errors.ConfigError naming a bad ood.* value."""
   def bad(key, value, allowed):
     raise errors.ConfigError(f"config key ood.{key}={value!r} is not allowed: {allowed}. "
-                                   f"Fix it in the config file or with --config.ood.{key}=...")
+                             f"Fix it in the config file or with --config.ood.{key}=...")
   for key in ("k", "max_reference"):
     value = ood[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

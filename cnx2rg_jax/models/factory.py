@@ -41,11 +41,11 @@ def model_config(model_section, *, vocab_size: int, max_len: int) -> ModelConfig
     raise ConfigError(f"unknown model config keys {sorted(unknown)}; known: {sorted(fields)}")
   if "architecture" in values and values["architecture"] not in ARCHITECTURES:
     raise ConfigError(f"model.architecture={values['architecture']!r}; choose one of "
-                     f"{sorted(ARCHITECTURES)}")
+                      f"{sorted(ARCHITECTURES)}")
   missing = fields - set(values) - {"vocab_size", "max_len"}
   if missing:
     raise ConfigError(f"the model config lacks keys {sorted(missing)}; configs/cnx2rg.py gives "
-                     "every one its default")
+                      "every one its default")
   return ModelConfig(vocab_size=vocab_size, max_len=max_len, **values)
 
 

@@ -47,7 +47,7 @@ def _global_batch_size(tr) -> tuple[int, int]:
   n = jax.process_count()
   if tr.batch_size % n:
     raise errors.ConfigError(f"train.batch_size={tr.batch_size} does not split over {n} "
-                                   "processes; make it a multiple of the process count")
+                             "processes; make it a multiple of the process count")
   return tr.batch_size, tr.batch_size // n
 
 
