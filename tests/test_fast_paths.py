@@ -82,10 +82,16 @@ def test_stacked_mcln_mlps_equal_each_norms_own(stacked):
 
 
 def test_write_at_equals_a_one_hot_select():
+  """The in-place write of one position into the heads-first cache (keys positions last, values
+  positions third) equals a one-hot select over the positions, at every position."""
   rng = np.random.default_rng(4)
-  cache = jnp.asarray(rng.normal(size=(3, 6, 2, 4)), jnp.float32)
-  new = jnp.asarray(rng.normal(size=(3, 1, 2, 4)), jnp.float32)
-  for pos in range(6):
-    hit = (jnp.arange(6) == pos)[None, :, None, None]
-    np.testing.assert_array_equal(write_at(cache, new, jnp.int32(pos)),
-                                  jnp.where(hit, new, cache))
+  rows, heads, d_head, length = 3, 2, 4, 6
+  keys = jnp.asarray(rng.normal(size=(rows, heads, d_head, length)), jnp.float32)
+  values = jnp.asarray(rng.normal(size=(rows, heads, length, d_head)), jnp.float32)
+  new_k = jnp.asarray(rng.normal(size=(rows, heads, d_head, 1)), jnp.float32)
+  new_v = jnp.asarray(rng.normal(size=(rows, heads, 1, d_head)), jnp.float32)
+  for pos in range(length):
+    hit = jnp.arange(length) == pos
+    got_k, got_v = write_at((keys, values), (new_k, new_v), jnp.int32(pos))
+    np.testing.assert_array_equal(got_k, jnp.where(hit[None, None, None, :], new_k, keys))
+    np.testing.assert_array_equal(got_v, jnp.where(hit[None, None, :, None], new_v, values))

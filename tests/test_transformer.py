@@ -190,8 +190,10 @@ def test_decode_step_matches_teacher_forcing(tiny):
     assert leaf.ndim == 0 or leaf.shape[0] == B
   layer0 = cache["layers"][0]
   d_head = TINY.d_model // TINY.num_heads
-  assert layer0["self_k"].shape == (B, max_len, TINY.num_heads, d_head)
-  assert consts["cross"][0][0].shape == (B, N, TINY.num_heads, d_head)
+  assert layer0["self_k"].shape == (B, TINY.num_heads, d_head, max_len)
+  assert layer0["self_v"].shape == (B, TINY.num_heads, max_len, d_head)
+  assert consts["cross"][0][0].shape == (B, TINY.num_heads, d_head, N)
+  assert consts["cross"][0][1].shape == (B, TINY.num_heads, N, d_head)
   assert cache["rm"].shape == (B, TINY.rm_num_slots, TINY.rm_d_model)
   assert cache["pos"].dtype == jnp.int32 and cache["pos"].shape == ()
 

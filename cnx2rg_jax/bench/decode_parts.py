@@ -27,7 +27,7 @@ import numpy as np
 from cnx2rg_jax import config_files, decoding
 from cnx2rg_jax.models import factory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
-from cnx2rg_jax.models.decoder import cross_attend, prefix_mask
+from cnx2rg_jax.models.decoder import cross_attend, prefix_mask, write_at
 from cnx2rg_jax.models.mcln import stacked_shifts
 
 
@@ -85,9 +85,8 @@ def decode_parts(config, batch: int, beam: int, max_len: int, vocab: int, repeat
       layer = m.transformer.decoder_layers[0]
       if name == "self_attention":
         h = layer.norm_self.normalize(x, shifts[..., 0, :, :])
-        k, v = layer.self_attn.project_kv(h)
-        keys = jax.lax.dynamic_update_slice_in_dim(layer_cache["self_k"], k, pos, axis=1)
-        values = jax.lax.dynamic_update_slice_in_dim(layer_cache["self_v"], v, pos, axis=1)
+        keys, values = write_at((layer_cache["self_k"], layer_cache["self_v"]),
+                                layer.self_attn.project_kv(h), pos)
         return layer.self_attn.attend(h, keys, values, prefix_mask(pos, max_len)), keys, values
       if name == "cross_attention":
         h = layer.norm_src.normalize(x, shifts[..., 1, :, :])

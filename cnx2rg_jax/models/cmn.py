@@ -17,9 +17,10 @@ entry points (`__call__`, `encode`, `init_cache`, `decode_step`, ...), so traini
 the searches of models/search.py, eval, predict and the card take it unchanged.
 
 Decoding follows ReportTransformer's protocol: `decode_constants(memory)` once per search (each
-decoder layer's cross-attention keys/values per example [B, N, heads, d_head], and the memory
-matrix's keys/values [heads, cmm_size, d_head], the same for every example), `init_cache` ->
-{'pos': int32 [], 'layers': one {'self_k', 'self_v'} [R, max_len, heads, d_head] per layer}, and
+decoder layer's cross-attention keys/values per example, in `MultiHeadAttention.project_kv`'s
+layout, and the memory matrix's keys/values [heads, cmm_size, d_head], the same for every
+example), `init_cache` -> {'pos': int32 [], 'layers': one {'self_k' [R, heads, d_head, max_len],
+'self_v' [R, heads, max_len, d_head]} per layer}, and
 `decode_step(token [R], cache, constants)` with R a multiple of B (rows b * K .. b * K + K - 1
 are example b's beams or samples). The new token's memory response is computed from that token
 alone at each step; the memory's projections are constants, never recomputed in the loop.
@@ -36,7 +37,8 @@ import jax.numpy as jnp
 from cnx2rg_jax.models.cmn_memory import CrossModalMemory
 from cnx2rg_jax.models.cnx2rg import CNX2RG
 from cnx2rg_jax.models.config import ModelConfig
-from cnx2rg_jax.models.decoder import cross_attend, prefix_mask, write_at
+from cnx2rg_jax.models.decoder import (cross_attend, prefix_mask, self_attention_cache,
+                                       write_at)
 from cnx2rg_jax.models.layers import (TORCH_LINEAR, Embeddings, LayerNorm, MultiHeadAttention,
                                       PositionwiseFeedForward, causal_mask, dense,
                                       sinusoidal_positions)
@@ -73,8 +75,7 @@ class CMNDecoderLayer(nn.Module):
     h = self.norm_self(x)
     keys, values = self.self_attn.project_kv(h)
     if kv_cache is not None:
-      keys = write_at(kv_cache[0], keys, pos)
-      values = write_at(kv_cache[1], values, pos)
+      keys, values = write_at(kv_cache, (keys, values), pos)
     a = self.self_attn.attend(h, keys, values, self_mask, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
     a = cross_attend(self.src_attn, self.norm_src(x), cross, deterministic)
@@ -158,8 +159,7 @@ class CMNTransformer(nn.Module):
     `max_len` (static) bounds the steps."""
     c = self.config
     b = memory_feats.shape[0]
-    zeros = jnp.zeros((b, max_len, c.num_heads, c.d_model // c.num_heads), c.compute_dtype)
-    layers = tuple({"self_k": zeros, "self_v": zeros} for _ in self.decoder_layers)
+    layers = tuple(self_attention_cache(b, max_len, c) for _ in self.decoder_layers)
     return {"pos": jnp.zeros((), jnp.int32), "layers": layers}
 
   def decode_step(self, token: jax.Array, cache: Cache, constants: Dict[str, Any],
@@ -167,7 +167,7 @@ class CMNTransformer(nn.Module):
     """token [R] at position cache['pos'] -> (logits [R, vocab] float32, cache'); equal to the
     teacher-forced logits there. R is a multiple of the examples of `constants`."""
     pos = cache["pos"]
-    max_len = cache["layers"][0]["self_k"].shape[1]
+    max_len = cache["layers"][0]["self_k"].shape[-1]
     positions = jnp.broadcast_to(pos, token.shape)[:, None]
     x = self._embed(token[:, None], positions, max_len, deterministic, constants["memory_kv"])
     mask = prefix_mask(pos, max_len)

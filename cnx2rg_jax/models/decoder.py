@@ -23,10 +23,22 @@ Dtype = Any
 KV = Tuple[jax.Array, jax.Array]
 
 
-def write_at(cache: jax.Array, new: jax.Array, pos: jax.Array) -> jax.Array:
-  """cache [R, L, ...] with new [R, 1, ...] written at row `pos` (a scalar: every sequence is at
-  the same position) of every example, in place (a dynamic_update_slice, not a rewrite)."""
-  return jax.lax.dynamic_update_slice_in_dim(cache, new.astype(cache.dtype), pos, axis=1)
+def write_at(cache: KV, new: KV, pos: jax.Array) -> KV:
+  """The self-attention cache (keys [R, H, Dh, L], values [R, H, L, Dh]: `project_kv`'s layout)
+  with one position's (keys [R, H, Dh, 1], values [R, H, 1, Dh]) written at `pos` (a scalar:
+  every sequence is at the same position), in place (a dynamic_update_slice, not a rewrite)."""
+  keys = jax.lax.dynamic_update_slice_in_dim(cache[0], new[0].astype(cache[0].dtype), pos, axis=3)
+  values = jax.lax.dynamic_update_slice_in_dim(cache[1], new[1].astype(cache[1].dtype), pos,
+                                               axis=2)
+  return keys, values
+
+
+def self_attention_cache(rows: int, max_len: int, config: ModelConfig) -> dict:
+  """One decoder layer's empty self-attention cache {'self_k': [rows, heads, d_head, max_len],
+  'self_v': [rows, heads, max_len, d_head]} in the compute dtype (`write_at`'s layout)."""
+  d_head = config.d_model // config.num_heads
+  return {"self_k": jnp.zeros((rows, config.num_heads, d_head, max_len), config.compute_dtype),
+          "self_v": jnp.zeros((rows, config.num_heads, max_len, d_head), config.compute_dtype)}
 
 
 def prefix_mask(pos: jax.Array, length: int) -> jax.Array:
@@ -36,7 +48,8 @@ def prefix_mask(pos: jax.Array, length: int) -> jax.Array:
 
 def cross_attend(attn: MultiHeadAttention, h: jax.Array, cross: KV,
                  deterministic: bool) -> jax.Array:
-  """`attn` of h [R, T, d] over cross-attention (keys, values) [B, N, heads, d_head] with R a
+  """`attn` of h [R, T, d] over cross-attention keys and values (B examples', in
+  `MultiHeadAttention.project_kv`'s layout) with R a
   multiple of B: rows b * K .. b * K + K - 1 (beams or samples of example b, one position each)
   are example b's K queries, so the per-example keys/values are never repeated or gathered."""
   rows, studies = h.shape[0], cross[0].shape[0]
@@ -66,7 +79,8 @@ class DecoderLayer(nn.Module):
     self.drop = nn.Dropout(c.dropout)
 
   def cross_kv(self, memory_feats: jax.Array) -> KV:
-    """Encoder output [B, N, d] -> cross-attention (keys, values), each [B, N, heads, d_head]."""
+    """Encoder output [B, N, d] -> cross-attention keys [B, heads, d_head, N] and values
+    [B, heads, N, d_head]."""
     return self.src_attn.project_kv(memory_feats)
 
   def norms(self) -> Tuple[ConditionalLayerNorm, ...]:
@@ -81,11 +95,11 @@ class DecoderLayer(nn.Module):
 
     `shifts` [R, T, 3, 2, d] float32: the three norms' MLP outputs, when the caller computed them
     (ReportTransformer does, for all layers at once); else they are computed here from rm_out.
-    Cross-attention keys/values are per example ([B, N, ...], R = B or, decoding, B * K).
+    Cross-attention keys/values are per example ([B, ...], R = B or, decoding, B * K).
     Teacher forcing: kv_cache=None, the keys/values are those of the T positions and
-    `self_mask` is causal. Decoding: T == 1, the new key/value is written at row `pos` (scalar)
-    of `kv_cache` (each [R, L, heads, d_head]) and `self_mask` must hide rows > pos; the
-    updated cache is returned.
+    `self_mask` is causal. Decoding: T == 1, the new key/value is written at position `pos`
+    (scalar) of `kv_cache` (keys [R, heads, d_head, L], values [R, heads, L, d_head]) and
+    `self_mask` must hide positions > pos; the updated cache is returned.
     """
     if shifts is None:
       weights = [w for norm in self.norms() for w in norm.mlp_weights(rm_out.shape[-1])]
@@ -95,8 +109,7 @@ class DecoderLayer(nn.Module):
     h = self.norm_self.normalize(x, shifts[..., 0, :, :])
     keys, values = self.self_attn.project_kv(h)
     if kv_cache is not None:
-      keys = write_at(kv_cache[0], keys, pos)
-      values = write_at(kv_cache[1], values, pos)
+      keys, values = write_at(kv_cache, (keys, values), pos)
     a = self.self_attn.attend(h, keys, values, self_mask, deterministic)
     x = x + self.drop(a, deterministic=deterministic).astype(jnp.float32)
     h = self.norm_src.normalize(x, shifts[..., 1, :, :])

@@ -53,7 +53,8 @@ class RelationalMemoryCell(nn.Module):
   dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.attn = MultiHeadAttention(self.num_heads, self.d_model, self.dropout, self.dtype)
+    self.attn = MultiHeadAttention(self.num_heads, self.d_model, self.dropout, self.dtype,
+                                   heads_first=False)
     self.mlp1 = dense(self.d_model, ("embed", "mlp"), self.dtype)
     self.mlp2 = dense(self.d_model, ("mlp", "embed"), self.dtype)
     self.w = dense(2 * self.d_model, ("embed", "mlp"), self.dtype)

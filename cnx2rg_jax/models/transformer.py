@@ -19,16 +19,19 @@ Usage (all through `model.apply(params, ..., method=ReportTransformer.<name>)`):
                                 method=ReportTransformer.decode_step)
 
 Decode constants (a dict, computed once per search and never part of its state):
-  'cross': tuple, one (keys, values) per decoder layer, each [B, N, heads, d_head]: the projected
-           encoder memory, one per example (beams and samples of an example share it);
+  'cross': tuple, one (keys [B, heads, d_head, N], values [B, heads, N, d_head]) per decoder
+           layer: the projected encoder memory, one per example (beams and samples of an example
+           share it);
   'mcln':  the decoder's MCLN MLPs stacked into a few products (mcln.StackedMLPs).
 Cache (a dict; every non-scalar leaf has the decoded rows as its leading axis, B or B * beams,
 so beam search can gather it):
   'pos':    int32 [], the position the next decode_step token occupies (all rows in lockstep);
   'rm':     float32 [R, slots, rm_d], the relational memory after the tokens fed so far;
   'layers': tuple, one dict per decoder layer with
-            'self_k', 'self_v':   [R, max_len, heads, d_head] self-attention keys/values
-                                  (rows >= pos are zeros / unused).
+            'self_k': [R, heads, d_head, max_len] self-attention keys and
+            'self_v': [R, heads, max_len, d_head] values (positions >= pos are zeros / unused;
+                      heads first, keys positions last: the layout the attention reads, see
+                      layers.MultiHeadAttention).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from cnx2rg_jax.models.config import ModelConfig
-from cnx2rg_jax.models.decoder import DecoderLayer, prefix_mask
+from cnx2rg_jax.models.decoder import DecoderLayer, prefix_mask, self_attention_cache
 from cnx2rg_jax.models.layers import (TORCH_LINEAR, Embeddings, LayerNorm, MultiHeadAttention,
                                       PositionwiseFeedForward, causal_mask, dense)
 from cnx2rg_jax.models.mcln import ConditionalLayerNorm, StackedMLPs, stack_mlps, stacked_shifts
@@ -170,8 +173,7 @@ class ReportTransformer(nn.Module):
     (see the module docstring for its layout). `max_len` (static) bounds the decode steps."""
     c = self.config
     b = memory_feats.shape[0]
-    zeros = jnp.zeros((b, max_len, c.num_heads, c.d_model // c.num_heads), c.compute_dtype)
-    layers = tuple({"self_k": zeros, "self_v": zeros} for _ in self.decoder_layers)
+    layers = tuple(self_attention_cache(b, max_len, c) for _ in self.decoder_layers)
     return {"pos": jnp.zeros((), jnp.int32), "rm": self.rm.initial_state(b), "layers": layers}
 
   def decode_step(self, token: jax.Array, cache: Cache, constants: Dict[str, Any],
@@ -184,7 +186,7 @@ class ReportTransformer(nn.Module):
     over the cached prefix; pos must stay < max_len.
     """
     pos = cache["pos"]
-    max_len = cache["layers"][0]["self_k"].shape[1]
+    max_len = cache["layers"][0]["self_k"].shape[-1]
     positions = jnp.broadcast_to(pos, token.shape)[:, None]
     e = self.embed(token[:, None], positions, max_len)  # [R, 1, d]
     new_rm = self.rm.step(cache["rm"], self.embed_drop(e, deterministic=deterministic)[:, 0],
