@@ -95,3 +95,34 @@ def test_write_at_equals_a_one_hot_select():
     got_k, got_v = write_at((keys, values), (new_k, new_v), jnp.int32(pos))
     np.testing.assert_array_equal(got_k, jnp.where(hit[None, None, None, :], new_k, keys))
     np.testing.assert_array_equal(got_v, jnp.where(hit[None, None, :, None], new_v, values))
+
+
+def test_heads_first_attention_equals_sequence_first_and_numpy():
+  """The heads-first layout (decoder) and the sequence-first one (relational memory) give the
+  same keys/values up to a transpose and the same attention, which equals a NumPy softmax
+  attention over the same projections, masked."""
+  from cnx2rg_jax.models.layers import MultiHeadAttention  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(5)
+  q_in = jnp.asarray(rng.normal(size=(2, 3, 16)), jnp.float32)
+  kv_in = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
+  mask = jnp.asarray(rng.random((2, 1, 3, 5)) > 0.3).at[..., 0].set(True)
+  first, seq = MultiHeadAttention(4, 16, 0.0), MultiHeadAttention(4, 16, 0.0, heads_first=False)
+  params = first.init(jax.random.key(0), q_in, kv_in)
+  k1, v1 = first.apply(params, kv_in, method=MultiHeadAttention.project_kv)
+  k2, v2 = seq.apply(params, kv_in, method=MultiHeadAttention.project_kv)
+  assert k1.shape == (2, 4, 4, 5) and v1.shape == (2, 4, 5, 4) and k2.shape == (2, 5, 4, 4)
+  np.testing.assert_array_equal(k1, np.transpose(k2, (0, 2, 3, 1)))
+  np.testing.assert_array_equal(v1, np.transpose(v2, (0, 2, 1, 3)))
+  got1 = first.apply(params, q_in, k1, v1, mask, method=MultiHeadAttention.attend)
+  got2 = seq.apply(params, q_in, k2, v2, mask, method=MultiHeadAttention.attend)
+  p = {k: {n: np.asarray(a, np.float64) for n, a in v.items()}
+       for k, v in nn.unbox(params)["params"].items()}
+  dense = lambda x, name: np.asarray(x, np.float64) @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
+  split = lambda x: x.reshape(x.shape[:-1] + (4, 4)).transpose(0, 2, 1, 3)  # noqa: E731
+  q, k, v = split(dense(q_in, "query")), split(dense(kv_in, "key")), split(dense(kv_in, "value"))
+  scores = np.where(np.asarray(mask), q @ k.transpose(0, 1, 3, 2) / 2.0, -1e9)
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  want = dense((probs @ v).transpose(0, 2, 1, 3).reshape(2, 3, 16), "out")
+  np.testing.assert_allclose(got1, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got2, want, rtol=1e-5, atol=1e-5)

@@ -48,10 +48,10 @@ def prefix_mask(pos: jax.Array, length: int) -> jax.Array:
 
 def cross_attend(attn: MultiHeadAttention, h: jax.Array, cross: KV,
                  deterministic: bool) -> jax.Array:
-  """`attn` of h [R, T, d] over cross-attention keys and values (B examples', in
-  `MultiHeadAttention.project_kv`'s layout) with R a
-  multiple of B: rows b * K .. b * K + K - 1 (beams or samples of example b, one position each)
-  are example b's K queries, so the per-example keys/values are never repeated or gathered."""
+  """`attn` of h [R, T, d] over B examples' cross-attention keys and values (in
+  `MultiHeadAttention.project_kv`'s layout) with R a multiple of B: rows b * K .. b * K + K - 1
+  (beams or samples of example b, one position each) are example b's K queries, so the
+  per-example keys/values are never repeated or gathered."""
   rows, studies = h.shape[0], cross[0].shape[0]
   if rows == studies:
     return attn.attend(h, cross[0], cross[1], None, deterministic)

@@ -100,8 +100,8 @@ class MultiHeadAttention(nn.Module):
   `__call__(q, kv)` == `attend(q, *project_kv(kv))`. With `heads_first` (the default) the keys
   and values are kept heads first, the keys with their positions last, the layout the two
   attention products read directly: a decode cache kept as [B, S, H, Dh] was transposed whole by
-  XLA:CPU at every step, and so were the cross-attention keys (~10 ms of a 48-row decode step at
-  length 60, measured). `heads_first=False` keeps both as [B, S, H, Dh] (the relational memory,
+  XLA:CPU at every step, and so were the cross-attention keys (about 10 ms of thread time per
+  48-row decode step at length 60, measured). `heads_first=False` keeps both as [B, S, H, Dh] (the relational memory,
   which scans its per-token keys along S).
 
   `attend` sows its float32 softmax weights [B, heads, T, S] (before dropout) into the
